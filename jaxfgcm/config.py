@@ -121,14 +121,16 @@ class LutConfig:
     wavelength_step: float = 5.0
     #: Aerosol normalisation wavelength (Angstrom), fgcm's LAMBDANORM.
     aerosol_lambda_norm: float = 7750.0
-    #: Grid axes. Ranges cover Maunakea conditions; node counts are set by the interpolation
-    #: accuracy measured in tests/test_lut.py (<= 5e-4 relative in I0 over the whole range).
-    pressure: GridAxis = GridAxis(590.0, 640.0, 3)
-    pwv: GridAxis = GridAxis(0.1, 10.0, 9)
-    o3: GridAxis = GridAxis(200.0, 400.0, 3)
-    tau: GridAxis = GridAxis(0.002, 0.35, 9)
-    alpha: GridAxis = GridAxis(0.0, 2.5, 5)
-    secz: GridAxis = GridAxis(1.0, 3.0, 9)
+    #: Grid axes. Ranges cover Maunakea conditions. Node counts are set by measurement
+    #: (docs/lut.md, tests/test_lut.py): interpolated vs directly integrated I0 within 5e-4
+    #: relative and I10 within 0.2 A over the whole range; pwv is uniform in ln pwv, the others
+    #: uniform in the parameter; cubic along pwv, tau, alpha, secz; linear along pressure, o3.
+    pressure: GridAxis = GridAxis(590.0, 640.0, 2)
+    pwv: GridAxis = GridAxis(0.1, 10.0, 8)
+    o3: GridAxis = GridAxis(200.0, 400.0, 2)
+    tau: GridAxis = GridAxis(0.002, 0.35, 7)
+    alpha: GridAxis = GridAxis(0.0, 2.5, 9)
+    secz: GridAxis = GridAxis(1.0, 3.0, 8)
 
 
 @dataclass(frozen=True)
@@ -156,13 +158,21 @@ class StarsConfig:
         "apFlux_12_0_flag",
         "localBackground_flag",
     )
-    #: Point sources only: extendedness below this value.
+    #: Boolean column marking sky (blank-sky) sources, which are rejected; "" disables.
+    sky_source_column: str = "sky_source"
+    #: Keep only isolated sources: parentSourceId == 0 and deblend_nChild == 0 (fgcmcal's
+    #: default): blended parents and their deblended children are both rejected.
+    require_isolated: bool = True
+    #: Point sources only: extendedness below this value (.inf disables the cut).
     max_extendedness: float = 0.5
     #: Signal-to-noise range of the calibration flux.
     min_snr: float = 10.0
     max_snr: float = 1000.0
     #: Matching radius in arcsec (observations to stars).
     match_radius_arcsec: float = 1.0
+    #: Stars with another star closer than this (arcsec) are dropped, both of them (fgcm's
+    #: isolationRadius): their 12 px (2") apertures overlap. 0 disables.
+    isolation_radius_arcsec: float = 2.0
     #: Bands that define star positions, in priority order.
     primary_bands: tuple[str, ...] = ("i", "z", "r", "g")
     #: Bands in which a star must have at least min_obs_per_band good observations.
@@ -218,6 +228,12 @@ class FitConfig:
     #: Automatic cut update: sigma multiples for the photometric and high gray cuts.
     auto_photometric_cut_nsig: float = 3.0
     auto_high_cut_nsig: float = 4.0
+    #: Solver: "gauss_newton" (fewest passes; holds an n_free x n_obs Jacobian), "lbfgs"
+    #: (optax), or "auto" (Gauss-Newton unless the Jacobian would exceed 3e8 elements).
+    optimizer: str = "auto"
+    #: An (exposure, detector) needs this many detectors with a gray in its exposure for the
+    #: exposure gray to stand in for its own (fgcm minCcdPerExp).
+    min_ccd_per_exp: int = 5
 
 
 # --------------------------------------------------------------------------------------------
