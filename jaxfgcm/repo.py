@@ -499,6 +499,8 @@ class Repository:
             unknown = [c for c in columns if c not in data]
             if unknown:
                 raise RepositoryError(f"{path}: missing column(s) {unknown}")
+        if data["visit"].size == 0:
+            raise RepositoryError(f"{path}: no rows")
         order = np.lexsort((data["detector"], data["visit"]))
         data = {k: v[order] for k, v in data.items()}
         key = data["visit"].astype(np.int64) * 65536 + data["detector"].astype(np.int64)

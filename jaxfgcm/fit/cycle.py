@@ -1,0 +1,233 @@
+"""One fit cycle (fgcm-reference §5.1): select photometric data, fit, gray, flags, star flat,
+error model and repeatability.
+
+Cycle 0 starts from fgcm's bright-observation selection: with the standard atmosphere, each
+star-band keeps its observations within ``bright_obs_gray_max`` of its brightest one; their mean
+is the first star magnitude, and exposures whose stars are on average fainter than that by more
+than ``exp_gray_initial_cut`` are non-photometric.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import gray as G
+from .data import FitData
+from .loss import FitState, chi2, obs_variance, residuals, star_means
+from .model import sed_slopes, standard_magnitudes
+from .optimize import SolveInfo, minimize
+from .params import FitParams, clip_to_bounds, free_mask, n_free
+from .starflat import update_star_flat
+
+jax.config.update("jax_enable_x64", True)
+
+#: Observations further than this many sigma from their star mean (after gray) are clipped.
+OUTLIER_NSIG = 5.0
+#: Stars and observations entering sigma_FGCM and repeatability: |EGray| and sigma_E bounds
+#: (fgcm's sigFgcmMaxEGray 0.05 and sigFgcmMaxErr 0.01).
+SIGFGCM_MAX_EGRAY = 0.05
+SIGFGCM_MAX_ERR = 0.01
+#: Gauss-Newton holds an n_free x n_obs Jacobian; above this many elements use L-BFGS.
+GN_MAX_JACOBIAN_ELEMENTS = 3e8
+
+
+@dataclass
+class CycleState:
+    """What one cycle hands to the next."""
+
+    params: FitParams
+    exp_flags: np.ndarray | None = None  # None: cycle 0 makes the initial selection
+    low_cut: np.ndarray | None = None  # per band (mag)
+    high_cut: np.ndarray | None = None
+    sigma_fgcm: np.ndarray | None = None  # per band (mag)
+    sed_slope: jax.Array | None = None  # per star-band segment
+    outlier: jax.Array | None = None  # per observation
+
+
+@dataclass
+class CycleResult:
+    state: CycleState  # input of the next cycle
+    repeatability: np.ndarray  # per band, reserved stars, photometric, un-crunched (mag)
+    n_photometric: int
+    exp_flags: np.ndarray  # flags used by this cycle's fit
+    gray: G.Gray
+    residuals: G.Residuals
+    mean_use: jax.Array
+    solve: SolveInfo | None
+    seconds: dict = field(default_factory=dict)
+
+
+def _residual_vector(params, data, lut, state):
+    r, w = residuals(params, data, lut, state)
+    return r * jnp.sqrt(w)
+
+
+_std_mags = jax.jit(standard_magnitudes)
+
+
+def initial_selection(data: FitData, lut, params: FitParams, cfg):
+    """fgcm's bright-observation start: exposure flags, SED slopes and the bright observations
+    (within ``bright_obs_gray_max`` of each star's brightest) for cycle 0."""
+    fc = cfg.fit
+    zero = jnp.zeros(data.n_sb)
+    var = obs_variance(data, jnp.zeros(data.n_bands), fc.sigma0_phot)
+    m = _std_mags(params, data, lut, zero)
+    big = jnp.where(data.obs_valid, m.astype(jnp.float64), jnp.inf)
+    mmin = jax.ops.segment_min(big, data.obs_sb, num_segments=data.n_sb, indices_are_sorted=True)
+    bright = data.obs_valid & (big - mmin[data.obs_sb] <= fc.bright_obs_gray_max)
+    mean, _, sw = star_means(m, jnp.where(bright, 1.0 / var, 0.0), data)
+    sed = sed_slopes(mean, sw > 0, data)
+    m = _std_mags(params, data, lut, sed)
+    mean, _, sw = star_means(m, jnp.where(bright, 1.0 / var, 0.0), data)
+    use = data.obs_valid & ~data.star_reserved[data.obs_star] & (sw[data.obs_sb] > 0)
+    e = np.asarray(jnp.where(use, mean[data.obs_sb] - m, 0.0))
+    exp = np.asarray(data.obs_exp)
+    n = np.bincount(exp, weights=np.asarray(use, float), minlength=data.n_exp)
+    eg = np.bincount(exp, weights=e, minlength=data.n_exp) / np.maximum(n, 1)
+    flags = np.zeros(data.n_exp, np.int64)
+    flags |= np.where(n == 0, G.EXP_NO_STARS, 0)
+    flags |= np.where((n > 0) & (n < fc.min_star_per_exp), G.EXP_TOO_FEW_STARS, 0)
+    flags |= np.where(eg < fc.exp_gray_initial_cut, G.EXP_GRAY_TOO_NEGATIVE, 0)
+    flags |= G.night_flags(flags, data, fc.min_exp_per_night)
+    return flags, sed, bright
+
+
+def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: bool = False,
+              method: str | None = None) -> CycleResult:
+    """One cycle: fit (unless ``final``), gray, sigma_FGCM, repeatability, flags, star flat."""
+    fc = cfg.fit
+    t0 = time.perf_counter()
+    params = state.params
+    nb = data.n_bands
+    low = state.low_cut if state.low_cut is not None else np.full(nb, fc.exp_gray_photometric_cut)
+    high = state.high_cut if state.high_cut is not None else np.full(nb, fc.exp_gray_high_cut)
+    sig_fgcm = state.sigma_fgcm if state.sigma_fgcm is not None else np.zeros(nb)
+    bright = None
+    if state.exp_flags is None:
+        exp_flags, sed, bright = initial_selection(data, lut, params, cfg)
+    else:
+        exp_flags, sed = state.exp_flags, state.sed_slope
+    outlier = state.outlier if state.outlier is not None else jnp.zeros_like(data.obs_valid)
+    photometric = jnp.asarray(exp_flags == 0)
+    fit_band = jnp.asarray(np.asarray(data.fit_bands))
+    obs_phot = data.obs_valid & photometric[data.obs_exp] & ~outlier
+    fit_use = obs_phot & ~data.star_reserved[data.obs_star] & fit_band[data.obs_band]
+    fstate = FitState(sed_slope=sed, obs_use=fit_use, sigma_fgcm=jnp.asarray(sig_fgcm),
+                      sigma0=fc.sigma0_phot)
+
+    # ---- fit ----
+    solve = None
+    t_fit = time.perf_counter()
+    if not final:
+        fitted_nights = _fitted_nights(exp_flags, data, fc.min_exp_per_night)
+        freeze = cycle == 0 and fc.freeze_std_atmosphere_cycle0
+        mask = free_mask(data, fit_atmosphere=not freeze, fitted_nights=fitted_nights,
+                         use_quadratic_pwv=fc.use_quadratic_pwv)
+        # fgcm resets the atmosphere to the standard before each fit (resetParameters): a bad
+        # previous cycle (e.g. clouds not yet flagged) cannot trap the next one at a bound.
+        params = params.with_standard_atmosphere(cfg.standard_atmosphere)
+        m = method or fc.optimizer
+        if m == "auto":
+            big = n_free(mask) * int(data.obs_mag.shape[0]) > GN_MAX_JACOBIAN_ELEMENTS
+            m = "lbfgs" if big else "gauss_newton"
+        params, solve = minimize(chi2, params, mask, (data, lut, fstate), max_iter=fc.max_iter,
+                                 method=m, residual_fn=_residual_vector,
+                                 project=partial(clip_to_bounds, atm_bounds=data.atm_bounds))
+    t_fit = time.perf_counter() - t_fit
+
+    # ---- residuals and gray (un-crunched) ----
+    var = obs_variance(data, jnp.asarray(sig_fgcm), fc.sigma0_phot)
+    m_std = _std_mags(params, data, lut, sed)
+    # Star means: photometric observations; in cycle 0 only the bright ones, so that clouds
+    # the initial cut let through do not drag the means (and hide in the gray).
+    mean_use = obs_phot if bright is None else obs_phot & bright
+    res = G.star_residuals(m_std, var, mean_use, data)
+    not_reserved = ~data.star_reserved[data.obs_star]
+    gray_use = data.obs_valid & ~outlier & not_reserved
+    gray = G.compute_gray(res, gray_use, data, min_star_per_ccd=fc.min_star_per_ccd)
+
+    # ---- repeatability (reserved) and sigma_FGCM (fit stars), per band ----
+    e = np.asarray(res.egray)
+    var_e = np.asarray(res.var_e)
+    band = np.asarray(data.obs_band)
+    base_var = var_e - np.asarray(sig_fgcm)[band] ** 2  # measurement part of sigma_E^2
+    sel = (np.asarray(mean_use) & (np.abs(e) < SIGFGCM_MAX_EGRAY) & (base_var > 0)
+           & (base_var < SIGFGCM_MAX_ERR ** 2))
+    reserved = np.asarray(data.star_reserved)[np.asarray(data.obs_star)]
+    rep = np.array([G.robust_sigma(e[sel & reserved & (band == b)]) for b in range(nb)])
+    new_sig = np.array([_sigma_fgcm(e[sel & ~reserved & (band == b)],
+                                    base_var[sel & ~reserved & (band == b)]) for b in range(nb)])
+
+    # ---- star flat from residuals of photometric fit observations ----
+    if not final:
+        for _ in range(2):
+            flat_use = fit_use & (jnp.abs(res.egray - gray.pair_gray[data.obs_pair])
+                                  < OUTLIER_NSIG * jnp.sqrt(jnp.maximum(res.var_e, 0)))
+            e_flat = res.egray - gray.exp_gray[data.obs_exp]
+            sf = update_star_flat(params.star_flat, e_flat, res.var_e, flat_use, data)
+            params = _set_star_flat(params, sf)
+            m_std = _std_mags(params, data, lut, sed)
+            res = G.star_residuals(m_std, var, mean_use, data)
+            gray = G.compute_gray(res, gray_use, data, min_star_per_ccd=fc.min_star_per_ccd)
+
+    # ---- outliers (against the detector gray) and exposure flags ----
+    pg = gray.pair_gray[data.obs_pair]
+    new_outlier = data.obs_valid & (jnp.abs(res.egray - pg) > OUTLIER_NSIG * jnp.sqrt(
+        jnp.maximum(res.var_e, 0) + jnp.asarray(new_sig)[data.obs_band] ** 2))
+    new_flags = G.exposure_flags(gray, data, low, high, fc.exp_var_gray_photometric_cut,
+                                 fc.min_star_per_exp, fc.min_exp_per_night)
+
+    # ---- next cycle's inputs ----
+    new_low, new_high = G.updated_cuts(rep, low, high, fc.auto_photometric_cut_nsig,
+                                       fc.auto_high_cut_nsig)
+    new_sed = sed_slopes(res.sb_mean, res.sb_weight > 0, data)
+    nxt = CycleState(params=params, exp_flags=new_flags, low_cut=new_low, high_cut=new_high,
+                     sigma_fgcm=new_sig, sed_slope=new_sed, outlier=new_outlier)
+    return CycleResult(
+        state=nxt, repeatability=rep, n_photometric=int(np.sum(exp_flags == 0)),
+        exp_flags=exp_flags, gray=gray, residuals=res, mean_use=mean_use, solve=solve,
+        seconds=dict(fit=t_fit, total=time.perf_counter() - t0),
+    )
+
+
+def _fitted_nights(exp_flags, data: FitData, min_exp_per_night: int) -> np.ndarray:
+    night = np.asarray(data.exp_night)
+    fit_band = np.asarray(data.fit_bands)[np.asarray(data.exp_band)]
+    n_ok = np.bincount(night, weights=((exp_flags == 0) & fit_band).astype(float),
+                       minlength=data.n_nights)
+    return n_ok >= max(min_exp_per_night, 1)
+
+
+def _sigma_fgcm(e: np.ndarray, var0: np.ndarray) -> float:
+    """Extra per-observation scatter s making sum e^2 / (var0 + s^2) equal the number of
+    observations (chi2/dof = 1), after a 5-sigma robust clip; 0 when the errors already
+    explain the scatter."""
+    if len(e) < 10:
+        return 0.0
+    s = G.robust_sigma(e)
+    if not np.isfinite(s) or s <= 0:
+        return 0.0
+    keep = np.abs(e - np.median(e)) < 5 * s
+    e, var0 = e[keep], np.maximum(var0[keep], 1e-12)
+    if np.mean(e * e / var0) <= 1.0:
+        return 0.0
+    lo, hi = 0.0, float(np.sqrt(np.mean(e * e)))
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if np.mean(e * e / (var0 + mid * mid)) > 1.0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _set_star_flat(params: FitParams, sf) -> FitParams:
+    import equinox as eqx
+
+    return eqx.tree_at(lambda p: p.star_flat, params, sf)

@@ -1,0 +1,435 @@
+"""FitData: the observation, exposure and (exposure, detector) arrays of one fit, on the device.
+
+Observations are sorted by star-band segment ("sb": one star in one band) so every star mean is a
+sorted segment sum, and padded to a multiple of ``PAD`` so that tracts of similar size share one
+compiled program (padding rows have ``obs_valid = False`` and weight zero).
+
+Precision (measured in tests/test_fit_model.py::test_float32_matches_float64): per-observation
+float arrays (``obs_mag``, errors, positions) may be float32 -- a 20 mag value is resolved to
+2e-6 mag -- but every reduction over observations (star means, chi2, gray) accumulates in float64,
+because a float32 sum over 1e6 terms loses ~1e-4 relative precision, which the line search of the
+optimizer needs. Exposure-level arrays (times, airmass) are float64: they are small.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)  # float64 reductions and parameters (see above)
+
+#: Observation arrays are padded to a multiple of this (compile once per size bucket).
+PAD = 4096
+
+#: Bit flags of an observation that make it unusable whatever the cycle does.
+OBS_BAD_INPUT = 1
+
+
+class FitDataError(ValueError):
+    """Inputs to FitData are inconsistent (the message names the table and column)."""
+
+
+def night_and_time(mjd: np.ndarray, longitude_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Observing night (integer, the local-noon-bounded day) and days since local midnight.
+
+    Local mean solar time is UT + longitude/15 h, so ``mjd + lon/360`` starts each day at local
+    midnight; nights change at local noon, i.e. where that quantity has fraction 0.5.
+    """
+    local = np.asarray(mjd, dtype=np.float64) + longitude_deg / 360.0
+    night = np.floor(local + 0.5).astype(np.int64)
+    return night, local - night
+
+
+def airmass(ha_deg, dec_deg, latitude_deg):
+    """sec(zenith distance) from hour angle and declination (fgcm-reference §1.3)."""
+    ha, dec, lat = np.radians(ha_deg), np.radians(dec_deg), np.radians(latitude_deg)
+    return 1.0 / (np.sin(dec) * np.sin(lat) + np.cos(dec) * np.cos(lat) * np.cos(ha))
+
+
+def chebyshev_basis(xn: np.ndarray, yn: np.ndarray, order: int) -> np.ndarray:
+    """T_i(x) T_j(y) for 0 <= i, j <= order, columns ordered i * (order + 1) + j.
+
+    ``xn``, ``yn`` are positions scaled to [-1, 1] over the detector.
+    """
+    tx = np.polynomial.chebyshev.chebvander(xn, order)
+    ty = np.polynomial.chebyshev.chebvander(yn, order)
+    return (tx[:, :, None] * ty[:, None, :]).reshape(len(xn), (order + 1) ** 2)
+
+
+class FitData(eqx.Module):
+    """All arrays the fit reads. Build with :meth:`build` (from a StarCatalog) or
+    :meth:`from_arrays` (plain arrays, for experiments and synthetic tests)."""
+
+    # ---- observations (padded, sorted by star-band segment) ----
+    obs_sb: jax.Array  # int32 star-band segment
+    obs_star: jax.Array  # int32 star index
+    obs_exp: jax.Array  # int32 exposure index
+    obs_det: jax.Array  # int32 detector index (0..n_det-1)
+    obs_mag: jax.Array  # instrumental count-rate magnitude
+    obs_err: jax.Array  # instrumental magnitude error
+    obs_dsecz: jax.Array  # secz(observation) - secz(exposure, detector centre)
+    obs_cheb: jax.Array  # (n_obs, n_coef) Chebyshev basis at the observation's x, y
+    obs_valid: jax.Array  # bool: real observation with finite inputs
+    obs_order: jax.Array  # int64: row of the observation in the input table (-1 for padding)
+    # ---- star-band segments ----
+    sb_star: jax.Array
+    sb_band: jax.Array
+    star_reserved: jax.Array  # bool per star, kept out of the fit
+    # ---- exposures ----
+    exp_visit: jax.Array  # int64 visit id
+    exp_band: jax.Array
+    exp_filter: jax.Array
+    exp_night: jax.Array  # index into nights
+    exp_dt_night: jax.Array  # days since local midnight of the exposure's night
+    exp_wash: jax.Array
+    exp_dt_wash: jax.Array  # days since the start of the wash interval
+    exp_epoch: jax.Array
+    exp_mjd: jax.Array
+    exp_exptime: jax.Array
+    exp_pressure: jax.Array
+    exp_secz: jax.Array  # boresight airmass
+    # ---- (exposure, detector) pairs, dense: pair = exp * n_det + det ----
+    pair_secz: jax.Array  # mean airmass of the pair's observations (boresight if none)
+    det_lut_slot: jax.Array  # LUT detector slot of each detector index
+    # ---- per filter and band constants from the LUT ----
+    filter_band: jax.Array
+    filter_is_std: jax.Array  # bool: the filter defines its band's standard passband
+    band_i10_std: jax.Array  # I10 of the standard passband per band (Angstrom)
+    band_lambda_std: jax.Array  # standard wavelength per band (Angstrom)
+    # ---- static sizes and names ----
+    n_obs: int = eqx.field(static=True)
+    n_stars: int = eqx.field(static=True)
+    n_sb: int = eqx.field(static=True)
+    n_exp: int = eqx.field(static=True)
+    n_det: int = eqx.field(static=True)
+    n_nights: int = eqx.field(static=True)
+    n_wash: int = eqx.field(static=True)
+    n_epochs: int = eqx.field(static=True)
+    star_flat_order: int = eqx.field(static=True)
+    bands: tuple[str, ...] = eqx.field(static=True)
+    filters: tuple[str, ...] = eqx.field(static=True)
+    fit_bands: tuple[bool, ...] = eqx.field(static=True)
+    #: LUT ranges the atmosphere is clipped to: (pwv, o3, tau, alpha) as (min, max) pairs.
+    atm_bounds: tuple[tuple[float, float], ...] = eqx.field(static=True)
+
+    @property
+    def n_bands(self) -> int:
+        return len(self.bands)
+
+    @property
+    def n_filters(self) -> int:
+        return len(self.filters)
+
+    @property
+    def n_pairs(self) -> int:
+        return self.n_exp * self.n_det
+
+    @property
+    def n_coef(self) -> int:
+        return (self.star_flat_order + 1) ** 2
+
+    @property
+    def obs_band(self) -> jax.Array:
+        return self.exp_band[self.obs_exp]
+
+    @property
+    def obs_pair(self) -> jax.Array:
+        return self.obs_exp * self.n_det + self.obs_det
+
+    @property
+    def obs_flat_group(self) -> jax.Array:
+        """Star-flat group (epoch, filter, detector) of each observation."""
+        e = self.obs_exp
+        return (self.exp_epoch[e] * self.n_filters + self.exp_filter[e]) * self.n_det + self.obs_det
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_arrays(
+        cls,
+        *,
+        star_index,
+        visit,
+        detector_index,
+        mag,
+        mag_err,
+        x,
+        y,
+        star_ra,
+        star_dec,
+        visits: Mapping[str, np.ndarray],
+        bands: Sequence[str],
+        filters: Sequence[str],
+        filter_band: Sequence[int],
+        filter_is_std: Sequence[bool],
+        band_i10_std,
+        band_lambda_std,
+        n_det: int,
+        detector_shape,
+        config,
+        obs_dtype=np.float64,
+        det_lut_slot=None,
+    ) -> "FitData":
+        """Build from plain arrays.
+
+        ``visits`` has per-visit columns ``visit, filter_index, mjd, exptime, telra, teldec,
+        telha, pressure`` (degrees, mbar). ``detector_shape`` is (n_det, 2) pixels (nx, ny) used
+        to scale x, y to [-1, 1] for the star-flat Chebyshev polynomials. ``det_lut_slot`` maps
+        detector index -> LUT detector slot (default: the same index). A visit without a
+        pressure gets the median of the others (with a warning), never a silent standard.
+        """
+        fit_cfg, site = config.fit, config.site
+        star_index = np.asarray(star_index, dtype=np.int64)
+        n_obs_in = len(star_index)
+        cols = {k: np.asarray(v) for k, v in visits.items()}
+        for name in ("visit", "filter_index", "mjd", "exptime", "telra", "teldec", "telha",
+                     "pressure"):
+            if name not in cols:
+                raise FitDataError(f"visits table: missing column '{name}'")
+        for name, arr in (("visit", visit), ("detector_index", detector_index), ("mag", mag),
+                          ("mag_err", mag_err), ("x", x), ("y", y)):
+            if len(arr) != n_obs_in:
+                raise FitDataError(f"observations: column '{name}' has {len(arr)} rows, "
+                                   f"expected {n_obs_in}")
+        pressure = cols["pressure"].astype(np.float64)
+        bad_p = ~np.isfinite(pressure)
+        if bad_p.any():
+            fill = (float(np.median(pressure[~bad_p])) if (~bad_p).any()
+                    else float(config.standard_atmosphere.pressure))
+            warnings.warn(f"visits table: {int(bad_p.sum())} visits without a pressure get "
+                          f"{fill:.1f} mbar (the median of the others, or the standard)",
+                          stacklevel=2)
+            cols["pressure"] = np.where(bad_p, fill, pressure)
+        n_exp = len(cols["visit"])
+        order = np.argsort(cols["visit"], kind="stable")
+        pos = np.searchsorted(cols["visit"][order], visit)
+        pos = np.clip(pos, 0, n_exp - 1)
+        exp_index = order[pos]
+        if not np.all(cols["visit"][exp_index] == visit):
+            raise FitDataError("observations: some 'visit' values are not in the visits table")
+        filt = cols["filter_index"].astype(np.int64)
+        filter_band = np.asarray(filter_band, dtype=np.int64)
+        exp_band = filter_band[filt]
+        band_of_obs = exp_band[exp_index]
+
+        # nights, wash intervals and epochs
+        mjd = cols["mjd"].astype(np.float64)
+        night_id, dt_night = night_and_time(mjd, site.longitude_deg)
+        nights, exp_night = np.unique(night_id, return_inverse=True)
+        wash_edges = np.sort(np.asarray(fit_cfg.wash_mjds, dtype=np.float64))
+        wash_edges = wash_edges[(wash_edges > mjd.min()) & (wash_edges <= mjd.max())]
+        exp_wash = np.searchsorted(wash_edges, mjd, side="right")
+        wash_start = np.concatenate([[mjd.min()], wash_edges])
+        epoch_edges = np.sort(np.asarray(fit_cfg.epoch_mjds, dtype=np.float64))
+        epoch_edges = epoch_edges[(epoch_edges > mjd.min()) & (epoch_edges <= mjd.max())]
+        exp_epoch = np.searchsorted(epoch_edges, mjd, side="right")
+
+        # airmass per observation (hour angle of the star, fgcm-reference §1.3)
+        ra_obs = np.asarray(star_ra, dtype=np.float64)[star_index]
+        dec_obs = np.asarray(star_dec, dtype=np.float64)[star_index]
+        ha_obs = cols["telha"][exp_index] + cols["telra"][exp_index] - ra_obs
+        secz_obs = airmass(ha_obs, dec_obs, site.latitude_deg)
+        exp_secz = airmass(cols["telha"], cols["teldec"], site.latitude_deg)
+        det = np.asarray(detector_index, dtype=np.int64)
+        pair = exp_index * n_det + det
+        n_pairs = n_exp * n_det
+        cnt = np.bincount(pair, minlength=n_pairs)
+        pair_secz = np.bincount(pair, weights=secz_obs, minlength=n_pairs) / np.maximum(cnt, 1)
+        pair_secz = np.where(cnt > 0, pair_secz, np.repeat(exp_secz, n_det))
+        dsecz = secz_obs - pair_secz[pair]
+
+        # star-band segments, observations sorted by them
+        n_bands = len(bands)
+        sb_key = star_index * n_bands + band_of_obs
+        sb_keys, obs_sb = np.unique(sb_key, return_inverse=True)
+        perm = np.argsort(obs_sb, kind="stable")
+        n_obs = n_obs_in
+        n_pad = max(PAD, int(math.ceil(n_obs / PAD)) * PAD)
+
+        def padded(a, fill, dtype):
+            out = np.full(n_pad, fill, dtype=dtype)
+            out[:n_obs] = np.asarray(a)[perm]
+            return out
+
+        shape = np.asarray(detector_shape, dtype=np.float64)
+        xn = 2.0 * np.asarray(x, dtype=np.float64) / shape[det, 0] - 1.0
+        yn = 2.0 * np.asarray(y, dtype=np.float64) / shape[det, 1] - 1.0
+        order_sf = int(fit_cfg.star_flat_order)
+        cheb = np.zeros((n_pad, (order_sf + 1) ** 2), dtype=obs_dtype)
+        cheb[:n_obs] = chebyshev_basis(np.clip(xn, -1, 1), np.clip(yn, -1, 1), order_sf)[perm]
+        mag = np.asarray(mag, dtype=np.float64)
+        err = np.asarray(mag_err, dtype=np.float64)
+        good = np.isfinite(mag) & np.isfinite(err) & (err > 0) & np.isfinite(secz_obs)
+        valid = np.zeros(n_pad, dtype=bool)
+        valid[:n_obs] = good[perm]
+
+        n_stars = len(star_ra)
+        rng = np.random.default_rng(fit_cfg.random_seed)
+        reserved = rng.random(n_stars) < fit_cfg.reserve_fraction
+        fit_band_mask = tuple(b in fit_cfg.fit_bands for b in bands)
+        sb_last = len(sb_keys) - 1
+
+        return cls(
+            obs_sb=jnp.asarray(padded(obs_sb, sb_last, np.int32)),
+            obs_star=jnp.asarray(padded(star_index, 0, np.int32)),
+            obs_exp=jnp.asarray(padded(exp_index, 0, np.int32)),
+            obs_det=jnp.asarray(padded(det, 0, np.int32)),
+            obs_mag=jnp.asarray(padded(np.where(good, mag, 0.0), 0.0, obs_dtype)),
+            obs_err=jnp.asarray(padded(np.where(good, err, 1.0), 1.0, obs_dtype)),
+            obs_dsecz=jnp.asarray(padded(np.where(good, dsecz, 0.0), 0.0, obs_dtype)),
+            obs_cheb=jnp.asarray(cheb),
+            obs_valid=jnp.asarray(valid),
+            obs_order=jnp.asarray(padded(np.arange(n_obs), -1, np.int64)),
+            sb_star=jnp.asarray((sb_keys // n_bands).astype(np.int32)),
+            sb_band=jnp.asarray((sb_keys % n_bands).astype(np.int32)),
+            star_reserved=jnp.asarray(reserved),
+            exp_visit=jnp.asarray(cols["visit"].astype(np.int64)),
+            exp_band=jnp.asarray(exp_band.astype(np.int32)),
+            exp_filter=jnp.asarray(filt.astype(np.int32)),
+            exp_night=jnp.asarray(exp_night.astype(np.int32)),
+            exp_dt_night=jnp.asarray(dt_night),
+            exp_wash=jnp.asarray(exp_wash.astype(np.int32)),
+            exp_dt_wash=jnp.asarray(mjd - wash_start[exp_wash]),
+            exp_epoch=jnp.asarray(exp_epoch.astype(np.int32)),
+            exp_mjd=jnp.asarray(mjd),
+            exp_exptime=jnp.asarray(cols["exptime"].astype(np.float64)),
+            exp_pressure=jnp.asarray(cols["pressure"].astype(np.float64)),
+            exp_secz=jnp.asarray(exp_secz),
+            pair_secz=jnp.asarray(pair_secz),
+            det_lut_slot=jnp.asarray(np.arange(n_det) if det_lut_slot is None
+                                     else np.asarray(det_lut_slot), dtype=jnp.int32),
+            filter_band=jnp.asarray(filter_band.astype(np.int32)),
+            filter_is_std=jnp.asarray(np.asarray(filter_is_std, dtype=bool)),
+            band_i10_std=jnp.asarray(np.asarray(band_i10_std, dtype=np.float64)),
+            band_lambda_std=jnp.asarray(np.asarray(band_lambda_std, dtype=np.float64)),
+            n_obs=n_obs,
+            n_stars=n_stars,
+            n_sb=len(sb_keys),
+            n_exp=n_exp,
+            n_det=int(n_det),
+            n_nights=len(nights),
+            n_wash=len(wash_edges) + 1,
+            n_epochs=len(epoch_edges) + 1,
+            star_flat_order=order_sf,
+            bands=tuple(bands),
+            filters=tuple(filters),
+            fit_bands=fit_band_mask,
+            atm_bounds=_atm_bounds(config.lut),
+        )
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, catalog, lut, camera, config, obs_dtype=np.float64) -> "FitData":
+        """From a :class:`jaxfgcm.stars.StarCatalog`, the LUT (for the standard passbands) and
+        the camera (detector ids and sizes)."""
+        stars, obs, visits = catalog.stars, catalog.observations, catalog.visits
+        bands = tuple(config.instrument.bands)
+        lut_filters = [str(f) for f in _attr(lut, "physical_filters")]
+        filters = tuple(f for f in lut_filters if config.instrument.physical_filters.get(f) in bands)
+        fidx = {f: i for i, f in enumerate(filters)}
+        filter_band = [bands.index(config.instrument.physical_filters[f]) for f in filters]
+        std = config.instrument.std_physical_filters
+        filter_is_std = [std.get(config.instrument.physical_filters[f]) == f for f in filters]
+        i10_std_f = np.asarray(_attr(lut, "i10_std"), dtype=np.float64)
+        lam_std_f = np.asarray(_attr(lut, "lambda_std"), dtype=np.float64)
+        band_i10 = np.zeros(len(bands))
+        band_lam = np.zeros(len(bands))
+        for b, band in enumerate(bands):
+            f = std.get(band)
+            if f in lut_filters:
+                band_i10[b] = i10_std_f[lut_filters.index(f)]
+                band_lam[b] = lam_std_f[lut_filters.index(f)]
+        pf = np.asarray(_col(visits, "physical_filter", "visits")).astype(str)
+        unknown = sorted(set(pf) - set(fidx))
+        if unknown:
+            raise FitDataError(f"visits table: physical filters {unknown} are not in the LUT "
+                               "or not mapped to a configured band")
+        det_ids = np.asarray(camera.ids)
+        det_sorter = np.argsort(det_ids)
+        det_obs = np.asarray(_col(obs, "detector", "observations"))
+        dpos = np.clip(np.searchsorted(det_ids[det_sorter], det_obs), 0, len(det_ids) - 1)
+        det_index = det_sorter[dpos]
+        if not np.all(det_ids[det_index] == det_obs):
+            raise FitDataError("observations: 'detector' values not in the camera")
+        shape = np.stack([np.asarray(camera.nx, float) * np.ones(len(det_ids)),
+                          np.asarray(camera.ny, float) * np.ones(len(det_ids))], axis=1)
+        vis = {
+            "visit": np.asarray(_col(visits, "visit", "visits")),
+            "filter_index": np.array([fidx[f] for f in pf], dtype=np.int64),
+            **{k: np.asarray(_col(visits, k, "visits"), dtype=np.float64)
+               for k in ("mjd", "exptime", "telra", "teldec", "telha", "pressure")},
+        }
+        return cls.from_arrays(
+            star_index=_col(obs, "star_index", "observations"),
+            visit=_col(obs, "visit", "observations"),
+            detector_index=det_index,
+            mag=_col(obs, "mag", "observations"),
+            mag_err=_col(obs, "mag_err", "observations"),
+            x=_col(obs, "x", "observations"),
+            y=_col(obs, "y", "observations"),
+            star_ra=_col(stars, "ra", "stars"),
+            star_dec=_col(stars, "dec", "stars"),
+            visits=vis,
+            bands=bands,
+            filters=filters,
+            filter_band=filter_band,
+            filter_is_std=filter_is_std,
+            band_i10_std=band_i10,
+            band_lambda_std=band_lam,
+            n_det=len(det_ids),
+            detector_shape=shape,
+            config=config,
+            obs_dtype=obs_dtype,
+            det_lut_slot=_lut_slots(lut, det_ids),
+        )
+
+    def with_obs_dtype(self, dtype) -> "FitData":
+        """A copy whose per-observation float arrays have ``dtype`` (float32 or float64)."""
+        return eqx.tree_at(
+            lambda d: (d.obs_mag, d.obs_err, d.obs_dsecz, d.obs_cheb),
+            self,
+            (self.obs_mag.astype(dtype), self.obs_err.astype(dtype),
+             self.obs_dsecz.astype(dtype), self.obs_cheb.astype(dtype)),
+        )
+
+
+def _lut_slots(lut, det_ids):
+    if hasattr(lut, "detector_index"):
+        try:
+            return np.asarray(lut.detector_index(det_ids))
+        except KeyError as exc:
+            raise FitDataError(f"look-up table: camera detectors missing from the LUT ({exc})")
+    return np.arange(len(det_ids))
+
+
+def _atm_bounds(lut_cfg):
+    from .params import ALPHA_RANGE
+
+    return (
+        (float(lut_cfg.pwv.min), float(lut_cfg.pwv.max)),
+        (float(lut_cfg.o3.min), float(lut_cfg.o3.max)),
+        (float(lut_cfg.tau.min), float(lut_cfg.tau.max)),
+        (max(ALPHA_RANGE[0], float(lut_cfg.alpha.min)), min(ALPHA_RANGE[1], float(lut_cfg.alpha.max))),
+    )
+
+
+def _col(table, name, table_name):
+    try:
+        return table[name]
+    except (KeyError, TypeError, IndexError):
+        pass
+    if hasattr(table, name):
+        return getattr(table, name)
+    raise FitDataError(f"{table_name} table: missing column '{name}'")
+
+
+def _attr(obj, name):
+    for n in (name, name.upper(), name.replace("_std", "Std")):
+        if hasattr(obj, n):
+            return getattr(obj, n)
+    raise FitDataError(f"look-up table: missing '{name}'")

@@ -1,0 +1,261 @@
+"""run_fit_cycles: the tract driver (fgcm-reference §6) and the final products of the fit.
+
+Cycles run until no band's reserved-star repeatability improves by ``convergence_tolerance``
+(fgcm's test, without an absolute value: a worsening also stops) or ``max_fit_cycles`` have run;
+then a clean-up cycle without fit computes the final gray, "crunched" star magnitudes and the
+zeropoints per (exposure, detector).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import gray as G
+from .cycle import CycleState, run_cycle
+from .data import FitData
+from .loss import obs_variance, star_means
+from .model import MAG_PER_LN, exposure_atmosphere, exposure_instrument, pair_terms
+from .model import star_flat_at_centre
+from .model import standard_magnitudes
+from .params import FitParams
+
+jax.config.update("jax_enable_x64", True)
+
+# Zeropoint flags (fgcm zpFlagDict, fgcm-reference §5.2).
+ZP_PHOTOMETRIC_FIT = 1
+ZP_PHOTOMETRIC_NOTFIT = 2
+ZP_NONPHOTOMETRIC = 4
+ZP_NOFIT_NIGHT = 8
+ZP_CANNOT_COMPUTE = 16
+ZP_TOO_FEW_STARS_ON_CCD = 32
+
+#: A detector gray needs an error below this (mag) to be used (fgcm maxCcdGrayErr).
+MAX_CCD_GRAY_ERR = 0.05
+#: The exposure gray may stand in for a detector's if its error is below this and it is above
+#: EXP_GRAY_RECOVER_CUT (fgcm expGrayErrRecoverCut, expGrayRecoverCut).
+EXP_GRAY_ERR_RECOVER_CUT = 0.05
+EXP_GRAY_RECOVER_CUT = -1.0
+
+
+@dataclass
+class FitResult:
+    """Everything the output stage needs. Per (exposure, detector) arrays are (n_exp, n_det)
+    with exposures in ``visit`` order of FitData and detectors in camera order."""
+
+    params: FitParams
+    visit: np.ndarray
+    # stars (n_stars, n_bands); NaN where a star has no good observation in a band
+    star_mag: np.ndarray
+    star_mag_err: np.ndarray
+    star_n_good: np.ndarray
+    star_reserved: np.ndarray
+    # exposures
+    exp_flags: np.ndarray
+    exp_gray: np.ndarray
+    exp_gray_err: np.ndarray
+    exp_gray_rms: np.ndarray
+    # (exposure, detector)
+    zeropoint: np.ndarray  # mag: m_std = m_inst + zeropoint + delta_chrom (m_inst count rate)
+    zeropoint_err: np.ndarray
+    zeropoint_flag: np.ndarray
+    ccd_gray: np.ndarray
+    ccd_gray_err: np.ndarray
+    i0: np.ndarray  # LUT I0 at the detector centre airmass (without instrument terms)
+    i10: np.ndarray
+    star_flat_centre: np.ndarray  # mag
+    # per visit atmosphere (boresight airmass)
+    atmosphere: dict
+    sigma_fgcm: np.ndarray  # per band
+    repeatability: np.ndarray  # (n_cycles + 1, n_bands): per cycle, then the clean-up cycle
+    photometric_cuts: np.ndarray  # (n_cycles + 1, n_bands) low cut used per cycle
+    high_cuts: np.ndarray
+    cycles: list = field(default_factory=list)  # per cycle log records
+    timings: dict = field(default_factory=dict)
+
+
+def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None = print,
+                   params: FitParams | None = None, method: str | None = None) -> FitResult:
+    """Fit cycles until convergence, then the clean-up cycle and the products.
+
+    ``lut`` is a :class:`jaxfgcm.lut.LutInterpolator` (or a LookupTable, converted here).
+    ``log`` receives one line per cycle (None: silent).
+    """
+    lut = _interpolator(lut)
+    fc = config.fit
+    t_start = time.perf_counter()
+    state = CycleState(params=params if params is not None else
+                       FitParams.standard(data, config.standard_atmosphere))
+    prev = np.full(data.n_bands, np.inf)
+    reps, lows, highs, records = [], [], [], []
+    fit_bands = np.asarray(data.fit_bands)
+    for cycle in range(fc.max_fit_cycles):
+        low_used = state.low_cut if state.low_cut is not None else np.full(
+            data.n_bands, fc.exp_gray_photometric_cut)
+        high_used = state.high_cut if state.high_cut is not None else np.full(
+            data.n_bands, fc.exp_gray_high_cut)
+        out = run_cycle(data, lut, config, state, cycle=cycle, method=method)
+        rec = _record(cycle, out, data, low_used, high_used)
+        records.append(rec)
+        reps.append(out.repeatability)
+        lows.append(low_used)
+        highs.append(high_used)
+        if log is not None:
+            log(_format(rec, data))
+        state = out.state
+        have = np.isfinite(out.repeatability) & fit_bands
+        converged = bool(np.all((prev - out.repeatability)[have] < fc.convergence_tolerance))
+        prev = np.where(np.isfinite(out.repeatability), out.repeatability, prev)
+        if converged and cycle > 0:
+            break
+    low_used, high_used = state.low_cut, state.high_cut
+    final = run_cycle(data, lut, config, state, cycle=len(records), final=True)
+    rec = _record(len(records), final, data, low_used, high_used, cleanup=True)
+    records.append(rec)
+    reps.append(final.repeatability)
+    lows.append(low_used)
+    highs.append(high_used)
+    if log is not None:
+        log(_format(rec, data))
+    result = _products(data, lut, config, final, state)
+    result.repeatability = np.asarray(reps)
+    result.photometric_cuts = np.asarray(lows)
+    result.high_cuts = np.asarray(highs)
+    result.cycles = records
+    result.timings = dict(total=time.perf_counter() - t_start,
+                          fit=sum(r["fit_seconds"] for r in records),
+                          cycles=[r["seconds"] for r in records])
+    return result
+
+
+def _interpolator(lut):
+    if hasattr(lut, "interp"):
+        return lut
+    from jaxfgcm.lut import LutInterpolator  # the NumPy LookupTable -> JAX interpolator
+
+    return LutInterpolator.from_lut(lut)
+
+
+def _record(cycle, out, data, low, high, cleanup=False):
+    s = out.solve
+    return dict(
+        cycle=cycle, cleanup=cleanup,
+        repeatability=dict(zip(data.bands, map(float, out.repeatability))),
+        n_photometric=out.n_photometric, n_exposures=data.n_exp,
+        photometric_cut=dict(zip(data.bands, map(float, low))),
+        high_cut=dict(zip(data.bands, map(float, high))),
+        sigma_fgcm=dict(zip(data.bands, map(float, out.state.sigma_fgcm))),
+        solver=None if s is None else dict(method=s.method, iterations=s.iterations,
+                                           passes=s.passes, loss_start=s.loss_start,
+                                           loss_end=s.loss_end, converged=s.converged),
+        fit_seconds=out.seconds["fit"], seconds=out.seconds["total"],
+    )
+
+
+def _format(rec, data):
+    rep = " ".join(f"{b}={1000 * v:.2f}" for b, v in rec["repeatability"].items()
+                   if np.isfinite(v))
+    cuts = " ".join(f"{b}=[{1000 * rec['photometric_cut'][b]:.1f},{1000 * rec['high_cut'][b]:.1f}]"
+                    for b in rec["repeatability"] if np.isfinite(rec["repeatability"][b]))
+    s = rec["solver"]
+    solver = "no fit" if s is None else (f"{s['method']} {s['iterations']} it {s['passes']} passes"
+                                         f" chi2 {s['loss_start']:.4g}->{s['loss_end']:.4g}")
+    name = "clean-up" if rec["cleanup"] else f"cycle {rec['cycle']}"
+    return (f"fit {name}: repeatability (mmag) {rep}; photometric {rec['n_photometric']}/"
+            f"{rec['n_exposures']}; cuts (mmag) {cuts}; {solver}; {rec['seconds']:.1f} s")
+
+
+def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult:
+    fc = config.fit
+    params = state.params
+    gray = final.gray
+    nE, nD = data.n_exp, data.n_det
+    exp_flags = final.state.exp_flags
+    sig = np.asarray(final.state.sigma_fgcm)
+
+    # gray used per pair: detector gray where good, else a recoverable exposure gray
+    pg = np.asarray(gray.pair_gray).reshape(nE, nD)
+    pe = np.asarray(gray.pair_gray_err).reshape(nE, nD)
+    pn = np.asarray(gray.pair_n_star).reshape(nE, nD)
+    eg, ee, er = (np.asarray(gray.exp_gray), np.asarray(gray.exp_gray_err),
+                  np.asarray(gray.exp_gray_rms))
+    ccd_ok = (pn >= fc.min_star_per_ccd) & (pe < MAX_CCD_GRAY_ERR)
+    n_good_ccd = ccd_ok.sum(1)
+    recover = ((n_good_ccd >= min(fc.min_ccd_per_exp, nD)) & (ee <= EXP_GRAY_ERR_RECOVER_CUT)
+               & (er ** 2 <= fc.exp_var_gray_photometric_cut) & (eg >= EXP_GRAY_RECOVER_CUT))
+    use_exp = ~ccd_ok & recover[:, None]
+    gray_used = np.where(ccd_ok, pg, np.where(use_exp, eg[:, None], 0.0))
+    gray_var = np.where(ccd_ok, pe ** 2, np.where(use_exp, er[:, None] ** 2, np.nan))
+
+    # crunched star magnitudes over photometric exposures (reserved stars included)
+    sed = final.state.sed_slope
+    var = obs_variance(data, jnp.asarray(sig), fc.sigma0_phot)
+    m = standard_magnitudes(params, data, lut, sed, pair_gray=jnp.asarray(gray_used.ravel()))
+    phot = jnp.asarray(exp_flags == 0)
+    use = data.obs_valid & phot[data.obs_exp] & ~final.state.outlier
+    mean, err, sw = star_means(m, jnp.where(use, 1.0 / var, 0.0), data)
+    n_good = jax.ops.segment_sum(use.astype(jnp.int32), data.obs_sb, data.n_sb)
+    sb_star, sb_band = np.asarray(data.sb_star), np.asarray(data.sb_band)
+    star_mag = np.full((data.n_stars, data.n_bands), np.nan)
+    star_err = np.full((data.n_stars, data.n_bands), np.nan)
+    star_n = np.zeros((data.n_stars, data.n_bands), np.int64)
+    has = np.asarray(sw) > 0
+    star_mag[sb_star[has], sb_band[has]] = np.asarray(mean)[has]
+    star_err[sb_star[has], sb_band[has]] = np.asarray(err)[has]
+    star_n[sb_star, sb_band] = np.asarray(n_good)
+
+    # zeropoints: 2.5 log10 I0 (detector centre) + throughput + filter offset + flat + gray
+    terms = pair_terms(params, data, lut)
+    inst = np.asarray(exposure_instrument(params, data))
+    flat_c = np.asarray(star_flat_at_centre(params, data)).reshape(nE, nD)
+    zpt = np.asarray(terms.mag_i0).reshape(nE, nD) + inst[:, None] + flat_c + gray_used
+    # zeropoint error: gray error and sigma_FGCM over the mean number of observations per star
+    nobs_sb = np.bincount(np.asarray(data.obs_sb), weights=np.asarray(use, float),
+                          minlength=data.n_sb)
+    pair = np.asarray(data.obs_pair)
+    valid = np.asarray(data.obs_valid)
+    til = (np.bincount(pair[valid], weights=nobs_sb[np.asarray(data.obs_sb)][valid],
+                       minlength=nE * nD)
+           / np.maximum(np.bincount(pair[valid], minlength=nE * nD), 1)).reshape(nE, nD)
+    band = np.asarray(data.exp_band)
+    zerr = np.sqrt(gray_var + sig[band][:, None] ** 2 / np.maximum(til - 1, 1))
+
+    # flags
+    fit_band = np.asarray(data.fit_bands)[band]
+    night_bad = (exp_flags & G.EXP_TOO_FEW_EXP_ON_NIGHT) != 0
+    no_stars = (exp_flags & G.EXP_NO_STARS) != 0
+    have_gray = ccd_ok | use_exp
+    flag = np.zeros((nE, nD), np.int64)
+    phot_e = exp_flags == 0
+    flag[:] = np.where(phot_e & fit_band, ZP_PHOTOMETRIC_FIT,
+                       np.where(phot_e, ZP_PHOTOMETRIC_NOTFIT, ZP_NONPHOTOMETRIC))[:, None]
+    flag = np.where(night_bad[:, None], np.where(ccd_ok, ZP_NOFIT_NIGHT, ZP_CANNOT_COMPUTE), flag)
+    flag = np.where(~have_gray & (flag < ZP_CANNOT_COMPUTE), ZP_TOO_FEW_STARS_ON_CCD, flag)
+    flag = np.where(no_stars[:, None], ZP_CANNOT_COMPUTE, flag)
+    bad = flag >= ZP_CANNOT_COMPUTE
+    zpt = np.where(bad, np.nan, zpt)
+    zerr = np.where(bad, np.nan, zerr)
+
+    # per visit atmosphere at the boresight airmass
+    atm = exposure_atmosphere(params, data)
+    atmosphere = dict(visit=np.asarray(data.exp_visit), pressure=np.asarray(atm.pressure),
+                      pwv=np.asarray(atm.pwv), o3=np.asarray(atm.o3), tau=np.asarray(atm.tau),
+                      alpha=np.asarray(atm.alpha), secz=np.asarray(data.exp_secz))
+
+    return FitResult(
+        params=params, visit=np.asarray(data.exp_visit),
+        star_mag=star_mag, star_mag_err=star_err, star_n_good=star_n,
+        star_reserved=np.asarray(data.star_reserved),
+        exp_flags=exp_flags, exp_gray=eg, exp_gray_err=ee, exp_gray_rms=er,
+        zeropoint=zpt, zeropoint_err=zerr, zeropoint_flag=flag,
+        ccd_gray=np.where(ccd_ok, pg, np.nan), ccd_gray_err=np.where(ccd_ok, pe, np.nan),
+        i0=np.exp(np.asarray(terms.mag_i0) / MAG_PER_LN).reshape(nE, nD),
+        i10=np.asarray(terms.i10).reshape(nE, nD),
+        star_flat_centre=flat_c, atmosphere=atmosphere, sigma_fgcm=sig,
+        repeatability=np.zeros(0), photometric_cuts=np.zeros(0), high_cuts=np.zeros(0),
+    )

@@ -1,0 +1,156 @@
+"""Exposure and detector gray from star residuals (fgcm-reference §5.1 step 8), and the
+exposure flags / cut updates that follow from them.
+
+Per observation EGray = <m_std>_star - m_std (negative = extra extinction, e.g. clouds), with
+variance sigma_E^2 = sigma^2 - sigma_<m>^2 when the observation is part of its star's mean (else
+sigma^2 + sigma_<m>^2). Detector gray = weighted mean of EGray over the (exposure, detector)
+pair's stars; exposure gray = weighted mean over its good detectors, with the weighted RMS of
+the detector grays as the spatial variance (VAR_GRAY). Reductions are float64 segment sums.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .data import FitData
+from .loss import star_means
+
+jax.config.update("jax_enable_x64", True)
+
+# Exposure flag bits (fgcm's expFlag values, fgcm-reference Appendix B).
+EXP_TOO_FEW_STARS = 1
+EXP_GRAY_TOO_NEGATIVE = 2
+EXP_VAR_GRAY_TOO_LARGE = 4
+EXP_TOO_FEW_EXP_ON_NIGHT = 8
+EXP_NO_STARS = 16
+EXP_GRAY_TOO_POSITIVE = 128
+
+#: Stars whose EGray variance exceeds this (mag^2) do not enter the gray (fgcm compares the
+#: variance with 0.10, a quirk; we use an error of 0.1 mag, i.e. variance 0.01).
+MAX_STAR_GRAY_VAR = 0.01
+
+
+class Gray(NamedTuple):
+    """Gray terms. Pair arrays are dense (n_exp * n_det), exposure arrays (n_exp,)."""
+
+    pair_gray: jax.Array
+    pair_gray_err: jax.Array
+    pair_n_star: jax.Array
+    exp_gray: jax.Array
+    exp_gray_err: jax.Array
+    exp_gray_rms: jax.Array
+    exp_n_star: jax.Array
+    exp_n_good_ccd: jax.Array
+
+
+class Residuals(NamedTuple):
+    """Per observation EGray and its variance; per segment the star mean and its error."""
+
+    egray: jax.Array
+    var_e: jax.Array
+    sb_mean: jax.Array
+    sb_err: jax.Array
+    sb_weight: jax.Array
+
+
+@jax.jit
+def star_residuals(m_std, var, mean_use, data: FitData) -> Residuals:
+    """EGray of every observation against the weighted mean of the ``mean_use`` observations."""
+    w = jnp.where(mean_use, 1.0 / var, 0.0)
+    mean, err, sw = star_means(m_std, w, data)
+    e = mean[data.obs_sb] - m_std.astype(jnp.float64)
+    em2 = jnp.where(sw > 0, err * err, jnp.inf)[data.obs_sb]
+    var_e = jnp.where(mean_use, var - em2, var + em2)
+    # An observation that is its star's only one in the mean has EGray = 0 and var_e = 0 up to
+    # rounding (a huge weight for no information): mark it invalid.
+    n_in = jax.ops.segment_sum(mean_use.astype(jnp.int32), data.obs_sb, data.n_sb,
+                               indices_are_sorted=True)
+    var_e = jnp.where(mean_use & (n_in[data.obs_sb] < 2), -1.0, var_e)
+    return Residuals(e, var_e, mean, err, sw)
+
+
+@partial(jax.jit, static_argnames=("min_star_per_ccd",))
+def compute_gray(res: Residuals, gray_use, data: FitData, min_star_per_ccd: int) -> Gray:
+    """Detector and exposure gray from the EGray of the ``gray_use`` observations."""
+    ok = gray_use & (res.var_e > 0) & (res.var_e < MAX_STAR_GRAY_VAR) & (res.sb_weight[data.obs_sb] > 0)
+    w = jnp.where(ok, 1.0 / jnp.where(ok, res.var_e, 1.0), 0.0)
+    pair = data.obs_pair
+    npair = data.n_pairs
+    sw = jax.ops.segment_sum(w, pair, npair)
+    swe = jax.ops.segment_sum(w * res.egray, pair, npair)
+    n = jax.ops.segment_sum(ok.astype(jnp.int32), pair, npair)
+    has = sw > 0
+    pg = jnp.where(has, swe / jnp.where(has, sw, 1.0), 0.0)
+    pe = jnp.where(has, 1.0 / jnp.sqrt(jnp.where(has, sw, 1.0)), jnp.inf)
+    good = (n >= min_star_per_ccd) & has
+    wc = jnp.where(good, sw, 0.0).reshape(data.n_exp, data.n_det)
+    g2 = pg.reshape(data.n_exp, data.n_det)
+    sw_e = wc.sum(1)
+    hase = sw_e > 0
+    eg = jnp.where(hase, (wc * g2).sum(1) / jnp.where(hase, sw_e, 1.0), 0.0)
+    rms = jnp.sqrt(jnp.where(hase, (wc * (g2 - eg[:, None]) ** 2).sum(1)
+                             / jnp.where(hase, sw_e, 1.0), 0.0))
+    ee = jnp.where(hase, 1.0 / jnp.sqrt(jnp.where(hase, sw_e, 1.0)), jnp.inf)
+    return Gray(
+        pair_gray=pg, pair_gray_err=pe, pair_n_star=n,
+        exp_gray=eg, exp_gray_err=ee, exp_gray_rms=rms,
+        exp_n_star=n.reshape(data.n_exp, data.n_det).sum(1),
+        exp_n_good_ccd=good.reshape(data.n_exp, data.n_det).sum(1),
+    )
+
+
+def exposure_flags(gray: Gray, data: FitData, low_cut, high_cut, var_cut: float,
+                   min_star_per_exp: int, min_exp_per_night: int) -> np.ndarray:
+    """fgcm's expFlag bits from the gray terms; ``low_cut``/``high_cut`` are per band.
+
+    TOO_FEW_EXP_ON_NIGHT is set on every exposure of a night with fewer than
+    ``min_exp_per_night`` otherwise-photometric exposures (its atmosphere is not fitted).
+    """
+    band = np.asarray(data.exp_band)
+    eg = np.asarray(gray.exp_gray)
+    n = np.asarray(gray.exp_n_star)
+    flags = np.zeros(data.n_exp, dtype=np.int64)
+    flags |= np.where(n == 0, EXP_NO_STARS, 0)
+    flags |= np.where((n > 0) & (n < min_star_per_exp), EXP_TOO_FEW_STARS, 0)
+    flags |= np.where(eg < np.asarray(low_cut)[band], EXP_GRAY_TOO_NEGATIVE, 0)
+    flags |= np.where(eg > np.asarray(high_cut)[band], EXP_GRAY_TOO_POSITIVE, 0)
+    flags |= np.where(np.asarray(gray.exp_gray_rms) ** 2 > var_cut, EXP_VAR_GRAY_TOO_LARGE, 0)
+    return flags | night_flags(flags, data, min_exp_per_night)
+
+
+def night_flags(flags: np.ndarray, data: FitData, min_exp_per_night: int) -> np.ndarray:
+    night = np.asarray(data.exp_night)
+    fit_band = np.asarray(data.fit_bands)[np.asarray(data.exp_band)]
+    n_ok = np.bincount(night, weights=((flags == 0) & fit_band).astype(float),
+                       minlength=data.n_nights)
+    return np.where(n_ok[night] < min_exp_per_night, EXP_TOO_FEW_EXP_ON_NIGHT, 0)
+
+
+def updated_cuts(repeatability, low_in, high_in, nsig_low: float, nsig_high: float):
+    """New exposure-gray cuts per band from the reserved-star repeatability (fgcm tract mode,
+    ``computeExpGrayCutsFromRepeatability``: sigma = repeatability, mean 0), quantised to
+    2.5 mmag and bounded by twice the input cut."""
+    step = 0.0025
+    out_low, out_high = [], []
+    for s, lo, hi in zip(repeatability, low_in, high_in):
+        if not np.isfinite(s) or s <= 0:
+            out_low.append(lo)
+            out_high.append(hi)
+            continue
+        out_low.append(max(2 * lo, min(-math.ceil(nsig_low * s / step) * step, -0.005)))
+        out_high.append(max(0.005, min(math.ceil(nsig_high * s / step) * step, 2 * hi)))
+    return np.asarray(out_low), np.asarray(out_high)
+
+
+def robust_sigma(x: np.ndarray) -> float:
+    """1.4826 x median absolute deviation (NaN for fewer than 5 values)."""
+    x = np.asarray(x)
+    if len(x) < 5:
+        return float("nan")
+    return float(1.4826 * np.median(np.abs(x - np.median(x))))

@@ -1,0 +1,157 @@
+"""THE magnitude model (fgcm-reference §1.4): one function used by the fit, the gray terms and
+the zeropoints.
+
+    m_std = m_inst + 2.5 log10 I0(atmosphere of the exposure, secz, detector)
+            + throughput(band, wash interval, time) + filter offset + star flat(x, y)
+            [+ gray(exposure, detector) when crunching] + delta_chrom
+    delta_chrom = 2.5 log10[(1 + F' I10) / (1 + F' I10_std)]
+
+The LUT is evaluated once per (exposure, detector) pair at the pair's mean airmass, together with
+its airmass derivative (one forward-mode JVP); each observation then gets the first-order
+correction d(2.5 log10 I0)/d secz * (secz_obs - secz_pair) (and the same for I10), so the
+per-observation pass is gathers and sums. Within a detector secz varies by < 0.005, where the
+neglected second-order term is < 1e-5 mag (tests/test_fit_model.py checks it against a direct
+per-observation evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .data import FitData
+from .params import FitParams
+
+jax.config.update("jax_enable_x64", True)
+
+#: 2.5 / ln 10: converts d ln(flux) into d mag.
+MAG_PER_LN = 2.5 / math.log(10.0)
+
+
+class ExposureAtmosphere(NamedTuple):
+    pressure: jax.Array
+    pwv: jax.Array
+    o3: jax.Array
+    tau: jax.Array
+    alpha: jax.Array
+
+
+class PairTerms(NamedTuple):
+    """LUT terms per (exposure, detector) pair (dense, pair = exp * n_det + det)."""
+
+    mag_i0: jax.Array  # 2.5 log10 I0
+    dmag_i0: jax.Array  # d(2.5 log10 I0) / d secz
+    i10: jax.Array
+    di10: jax.Array  # d I10 / d secz
+
+
+def exposure_atmosphere(params: FitParams, data: FitData) -> ExposureAtmosphere:
+    """Per-exposure atmosphere from the nightly parameters, clipped to the LUT ranges."""
+    n, t = data.exp_night, data.exp_dt_night
+    (pw0, pw1), (o0, o1), (t0, t1), (a0, a1) = data.atm_bounds
+    ln_pwv = params.ln_pwv[n] + params.ln_pwv_slope[n] * t + params.ln_pwv_quad[n] * t * t
+    ln_tau = params.ln_tau[n] + params.ln_tau_slope[n] * t
+    return ExposureAtmosphere(
+        pressure=data.exp_pressure,
+        pwv=jnp.exp(jnp.clip(ln_pwv, math.log(pw0), math.log(pw1))),
+        o3=jnp.clip(params.o3[n], o0, o1),
+        tau=jnp.exp(jnp.clip(ln_tau, math.log(t0), math.log(t1))),
+        alpha=jnp.clip(params.alpha[n], a0, a1),
+    )
+
+
+def pair_terms(params: FitParams, data: FitData, lut, secz=None) -> PairTerms:
+    """LUT I0, I10 and their airmass derivatives for every (exposure, detector) pair."""
+    atm = exposure_atmosphere(params, data)
+    nd = data.n_det
+
+    def rep(a):
+        return jnp.repeat(a, nd, total_repeat_length=data.n_pairs)
+
+    filt = rep(data.exp_filter)
+    det = jnp.tile(data.det_lut_slot, data.n_exp)
+    args = [rep(a) for a in atm]
+    secz = data.pair_secz if secz is None else secz
+
+    def f(s):
+        i0, i10 = lut.interp(filt, det, *args, s)
+        return jnp.log(i0), i10
+
+    (ln_i0, i10), (dln_i0, di10) = jax.jvp(f, (secz,), (jnp.ones_like(secz),))
+    return PairTerms(MAG_PER_LN * ln_i0, MAG_PER_LN * dln_i0, i10, di10)
+
+
+def exposure_instrument(params: FitParams, data: FitData) -> jax.Array:
+    """Throughput (per band, wash interval, with slope in time) plus filter offset, in mag."""
+    b, w = data.exp_band, data.exp_wash
+    return (params.throughput[b, w] + params.throughput_slope[b, w] * data.exp_dt_wash
+            + params.filter_offset[data.exp_filter])
+
+
+def standard_magnitudes(
+    params: FitParams,
+    data: FitData,
+    lut,
+    sed_slope: jax.Array,
+    pair_gray: jax.Array | None = None,
+    terms: PairTerms | None = None,
+) -> jax.Array:
+    """m_std of every observation (padded length; see FitData).
+
+    ``sed_slope`` is F' per star-band segment (1/Angstrom), held fixed during a fit.
+    ``pair_gray`` (dense per pair, mag) is added when "crunching" (fgcm: ccdGray).
+    Computed in the dtype of ``data.obs_mag``.
+    """
+    dt = data.obs_mag.dtype
+    t = pair_terms(params, data, lut) if terms is None else terms
+    pair = data.obs_pair
+    ds = data.obs_dsecz
+    mag_i0 = t.mag_i0[pair].astype(dt) + t.dmag_i0[pair].astype(dt) * ds
+    i10 = t.i10[pair].astype(dt) + t.di10[pair].astype(dt) * ds
+    flat = jnp.sum(data.obs_cheb * params.star_flat[data.obs_flat_group].astype(dt), axis=1)
+    instrument = exposure_instrument(params, data)[data.obs_exp].astype(dt)
+    fp = sed_slope[data.obs_sb].astype(dt)
+    i10_std = data.band_i10_std[data.obs_band].astype(dt)
+    chrom = MAG_PER_LN * (jnp.log1p(fp * i10) - jnp.log1p(fp * i10_std))
+    m = data.obs_mag + mag_i0 + instrument + flat + chrom
+    if pair_gray is not None:
+        m = m + pair_gray[pair].astype(dt)
+    return m
+
+
+def star_flat_at_centre(params: FitParams, data: FitData) -> jax.Array:
+    """Star flat (mag) at each detector centre, dense per pair."""
+    order = data.star_flat_order
+    t0 = jnp.array([math.cos(k * math.pi / 2) for k in range(order + 1)])  # T_k(0)
+    basis = (t0[:, None] * t0[None, :]).reshape(-1)
+    e = jnp.repeat(jnp.arange(data.n_exp), data.n_det)
+    d = jnp.tile(jnp.arange(data.n_det), data.n_exp)
+    group = (data.exp_epoch[e] * data.n_filters + data.exp_filter[e]) * data.n_det + d
+    return params.star_flat[group] @ basis
+
+
+@jax.jit
+def sed_slopes(sb_mean: jax.Array, sb_has: jax.Array, data: FitData) -> jax.Array:
+    """F' per star-band segment from the star's mean magnitudes (fgcm-reference §1.5).
+
+    Slope between adjacent bands p < s: S = -(m_p - m_s) / (2.5/ln10) / (lambda_p - lambda_s)
+    (d ln F_nu / d lambda); a band's F' is the mean of the slopes to its neighbours that exist
+    (one-sided at the ends of the band list); stars without one get the band's median.
+    """
+    nb = data.n_bands
+    mags = jnp.full((data.n_stars, nb), jnp.nan).at[data.sb_star, data.sb_band].set(
+        jnp.where(sb_has, sb_mean, jnp.nan))
+    lam = data.band_lambda_std
+    s = -(mags[:, 1:] - mags[:, :-1]) / MAG_PER_LN / (lam[1:] - lam[:-1])
+    pad = jnp.full((data.n_stars, 1), jnp.nan)
+    left = jnp.concatenate([pad, s], axis=1)  # slope to the bluer neighbour
+    right = jnp.concatenate([s, pad], axis=1)  # slope to the redder neighbour
+    both = jnp.stack([left, right])
+    n = jnp.sum(jnp.isfinite(both), axis=0)
+    fp = jnp.where(n > 0, jnp.nansum(both, axis=0) / jnp.maximum(n, 1), jnp.nan)
+    med = jnp.nan_to_num(jnp.nanmedian(fp, axis=0))
+    fp = jnp.where(jnp.isfinite(fp), fp, med[None, :])
+    return fp[data.sb_star, data.sb_band]

@@ -1,0 +1,53 @@
+"""Star flat: per (epoch, physical filter, detector) Chebyshev polynomial in x, y, fitted to the
+residuals of photometric observations between optimizer runs (fgcm's superstar flat,
+fgcm-reference §5.1 step 14), by weighted linear least squares.
+
+All groups are solved at once: the normal equations are segment sums over observations of
+w a a^T (a = Chebyshev basis at the observation) and are solved as one batched linear system.
+A group with fewer than ``MIN_STARS_PER_COEF`` stars per coefficient only gets a constant; a
+group without stars keeps its coefficients. The flat's mean over each (epoch, filter) is forced
+to zero, so it cannot trade a constant with the star magnitudes.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from .data import FitData
+
+jax.config.update("jax_enable_x64", True)
+
+#: Stars per Chebyshev coefficient needed for a full fit (fgcm: 10).
+MIN_STARS_PER_COEF = 10
+
+
+@partial(jax.jit, static_argnames=())
+def update_star_flat(star_flat, egray, var_e, use, data: FitData):
+    """New star-flat coefficients given the EGray residuals of the ``use`` observations, which
+    were computed *with* ``star_flat`` applied (EGray = <m> - m_std, so a too-small flat shows
+    as a positive EGray)."""
+    ngroup, ncoef = star_flat.shape
+    group = data.obs_flat_group
+    a = data.obs_cheb.astype(jnp.float64)
+    w = jnp.where(use & (var_e > 0), 1.0 / jnp.where(var_e > 0, var_e, 1.0), 0.0)
+    ata = jax.ops.segment_sum(w[:, None, None] * a[:, :, None] * a[:, None, :], group, ngroup)
+    atb = jax.ops.segment_sum((w * egray)[:, None] * a, group, ngroup)
+    n = jax.ops.segment_sum((w > 0).astype(jnp.int32), group, ngroup)
+    full = n >= MIN_STARS_PER_COEF * ncoef
+    keep = jnp.where(full[:, None], 1.0, (jnp.arange(ncoef) == 0)[None, :].astype(jnp.float64))
+    eye = jnp.eye(ncoef)
+    mat = ata * keep[:, :, None] * keep[:, None, :] + eye * (1.0 - keep[:, :, None])
+    mat = mat + 1e-12 * eye * jnp.trace(ata, axis1=1, axis2=2)[:, None, None]
+    delta = jnp.linalg.solve(mat, (atb * keep)[..., None])[..., 0]
+    delta = jnp.where((n > 0)[:, None] & jnp.isfinite(delta), delta, 0.0)
+    new = star_flat + delta
+    # zero mean (over the observations) per (epoch, filter)
+    ef = group // data.n_det
+    nef = ngroup // data.n_det
+    val = jnp.sum(a * new[group], axis=1)
+    sw = jax.ops.segment_sum(w, ef, nef)
+    mean = jnp.where(sw > 0, jax.ops.segment_sum(w * val, ef, nef) / jnp.where(sw > 0, sw, 1.0), 0.0)
+    return new.at[:, 0].add(-jnp.repeat(mean, data.n_det))
