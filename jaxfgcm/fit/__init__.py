@@ -23,9 +23,10 @@ from .loss import FitState, chi2, degrees_of_freedom, residuals  # noqa: E402
 from .model import standard_magnitudes  # noqa: E402
 from .optimize import minimize  # noqa: E402
 from .params import FitParams, free_mask  # noqa: E402
+from .uncertainty import parameter_covariance, propagate  # noqa: E402
 
 __all__ = [
     "CycleState", "FitData", "FitDataError", "FitParams", "FitResult", "FitState", "chi2",
     "degrees_of_freedom", "free_mask", "minimize", "residuals", "run_cycle", "run_fit_cycles",
-    "standard_magnitudes",
+    "parameter_covariance", "propagate", "standard_magnitudes",
 ]

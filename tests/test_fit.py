@@ -1,0 +1,201 @@
+"""jaxfgcm.fit on synthetic data generated through the fit's own model (known truth).
+
+The physics-level end-to-end test (simulator -> stars -> fit) is tests/test_fit_e2e.py.
+"""
+
+from functools import partial
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxfgcm.config import Config
+from jaxfgcm.fit import FitParams, FitState, chi2, free_mask, minimize, run_fit_cycles
+from jaxfgcm.fit.cycle import _residual_vector
+from jaxfgcm.fit.loss import degrees_of_freedom
+from jaxfgcm.fit.model import exposure_instrument, pair_terms, standard_magnitudes
+from jaxfgcm.fit.model import star_flat_at_centre
+from jaxfgcm.fit.params import clip_to_bounds
+from jaxfgcm.fit.synthetic import make_synthetic
+from jaxfgcm.fit.uncertainty import parameter_covariance
+
+CFG = Config().with_overrides({
+    "instrument.bands": ["g", "r", "i"], "fit.fit_bands": ["g", "r", "i"],
+    "fit.min_star_per_exp": 50, "fit.max_fit_cycles": 3, "fit.max_iter": 20,
+})
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return make_synthetic(CFG, n_stars=800, n_nights=2, visits_per_night=16, n_det=6, seed=11)
+
+
+def _truth_state(data, truth, sigma_fgcm=0.0):
+    use = data.obs_valid & jnp.asarray(truth["photometric"])[data.obs_exp]
+    return FitState(sed_slope=truth["sed_slope"], obs_use=use,
+                    sigma_fgcm=jnp.full(data.n_bands, sigma_fgcm), sigma0=CFG.fit.sigma0_phot)
+
+
+def _true_zeropoints(data, lut, truth):
+    p = truth["params"]
+    t = pair_terms(p, data, lut)
+    shape = (data.n_exp, data.n_det)
+    return (np.asarray(t.mag_i0).reshape(shape) + np.asarray(exposure_instrument(p, data))[:, None]
+            + np.asarray(star_flat_at_centre(p, data)).reshape(shape)
+            + truth["pair_gray"].reshape(shape))
+
+
+def test_chi2_at_truth_is_noise(synth):
+    data, lut, truth = synth
+    st = _truth_state(data, truth)
+    red = float(chi2(truth["params"], data, lut, st)) / float(degrees_of_freedom(data, st))
+    assert 0.9 < red < 1.1
+
+
+def test_fit_recovers_instrument_and_chi2(synth):
+    """From the standard atmosphere, with the truth's photometric set, SEDs and star flat: the
+    fit reaches the noise level and recovers the filter offsets."""
+    data, lut, truth = synth
+    st = _truth_state(data, truth)
+    tp = truth["params"]
+    p0 = eqx.tree_at(lambda p: p.star_flat, FitParams.standard(data, CFG.standard_atmosphere),
+                     tp.star_flat)
+    proj = partial(clip_to_bounds, atm_bounds=data.atm_bounds)
+    p, info = minimize(chi2, p0, free_mask(data), (data, lut, st), max_iter=30,
+                       method="gauss_newton", residual_fn=_residual_vector, project=proj)
+    assert info.converged and info.passes < 40
+    dof = float(degrees_of_freedom(data, st))
+    assert info.loss_end / dof < 1.05
+    free = np.asarray(free_mask(data).filter_offset)
+    d = np.asarray(p.filter_offset - tp.filter_offset)[free]
+    assert np.all(np.abs(d) < 1e-3)
+    # per-exposure 2.5 log10 I0 (what the zeropoints need) to sub-mmag
+    a = np.asarray(pair_terms(p, data, lut).mag_i0) - np.asarray(pair_terms(tp, data, lut).mag_i0)
+    ph = np.repeat(truth["photometric"], data.n_det)
+    band = np.repeat(np.asarray(data.exp_band), data.n_det)
+    for b in range(data.n_bands):
+        x = a[ph & (band == b)]
+        assert np.sqrt(np.mean((x - x.mean()) ** 2)) < 1e-3
+    # L-BFGS reaches the same minimum (within 0.5 %)
+    p2, info2 = minimize(chi2, p0, free_mask(data), (data, lut, st), max_iter=200,
+                         method="lbfgs")
+    assert info2.loss_end < 1.005 * info.loss_end
+
+
+def test_grad_matches_finite_differences(synth):
+    data, lut, truth = synth
+    st = _truth_state(data, truth, sigma_fgcm=0.002)
+    p = truth["params"]
+    f = jax.jit(chi2)
+    g = jax.grad(chi2)(p, data, lut, st)
+    for name, idx, h in [("o3", 0, 1e-3), ("ln_tau", 1, 1e-5), ("alpha", 0, 1e-5),
+                         ("ln_pwv_slope", 1, 1e-5), ("filter_offset", 1, 1e-6),
+                         ("star_flat", (3, 1), 1e-6)]:
+        def shifted(d):
+            return eqx.tree_at(lambda q: getattr(q, name), p,
+                               getattr(p, name).at[idx].add(d))
+        fd = (float(f(shifted(h), data, lut, st)) - float(f(shifted(-h), data, lut, st))) / (2 * h)
+        an = float(getattr(g, name)[idx])
+        assert an == pytest.approx(fd, rel=1e-4, abs=1e-2), name
+
+
+def test_freezing(synth):
+    data, lut, truth = synth
+    st = _truth_state(data, truth)
+    p0 = FitParams.standard(data, CFG.standard_atmosphere)
+    mask = free_mask(data, fit_atmosphere=False)
+    p, _ = minimize(chi2, p0, mask, (data, lut, st), max_iter=5, method="gauss_newton",
+                    residual_fn=_residual_vector)
+    for name in ("o3", "ln_tau", "alpha", "ln_pwv", "ln_pwv_slope", "star_flat"):
+        np.testing.assert_array_equal(np.asarray(getattr(p, name)), np.asarray(getattr(p0, name)))
+    assert np.any(np.asarray(p.filter_offset) != 0.0)
+    # element-level: first wash interval and standard filters never move
+    assert not np.any(np.asarray(mask.throughput)[:, 0])
+    assert not np.any(np.asarray(mask.filter_offset)[np.asarray(data.filter_is_std)])
+    # the same with L-BFGS (full vector, zero steps on frozen elements)
+    p, _ = minimize(chi2, p0, mask, (data, lut, st), max_iter=5, method="lbfgs")
+    np.testing.assert_array_equal(np.asarray(p.alpha), np.asarray(p0.alpha))
+
+
+def test_float32_matches_float64(synth):
+    data, lut, truth = synth
+    st = _truth_state(data, truth)
+    d32 = data.with_obs_dtype(jnp.float32)
+    p = truth["params"]
+    m64 = np.asarray(standard_magnitudes(p, data, lut, st.sed_slope))
+    m32 = np.asarray(standard_magnitudes(p, d32, lut, st.sed_slope))
+    assert m32.dtype == np.float32
+    assert np.max(np.abs(m64 - m32)[np.asarray(data.obs_valid)]) < 1e-5  # 0.01 mmag
+    c64, c32 = float(chi2(p, data, lut, st)), float(chi2(p, d32, lut, st))
+    assert c32 == pytest.approx(c64, rel=1e-3)
+
+
+def test_linearised_airmass_matches_direct_evaluation(synth):
+    """The per-pair LUT evaluation plus first-order airmass correction agrees with evaluating
+    the LUT at every observation's own airmass."""
+    data, lut, truth = synth
+    p = truth["params"]
+    t = pair_terms(p, data, lut)
+    pair = data.obs_pair
+    lin = t.mag_i0[pair] + t.dmag_i0[pair] * data.obs_dsecz
+    from jaxfgcm.fit.model import exposure_atmosphere
+
+    atm = exposure_atmosphere(p, data)
+    e = data.obs_exp
+    i0, _ = lut.interp(data.exp_filter[e], data.obs_det, atm.pressure[e], atm.pwv[e], atm.o3[e],
+                       atm.tau[e], atm.alpha[e], data.pair_secz[pair] + data.obs_dsecz)
+    direct = 2.5 * jnp.log10(i0)
+    v = np.asarray(data.obs_valid)
+    assert np.max(np.abs(np.asarray(lin - direct))[v]) < 2e-5
+
+
+def test_uncertainties_cover_the_truth(synth):
+    data, lut, truth = synth
+    st = _truth_state(data, truth)
+    tp = truth["params"]
+    mask = eqx.tree_at(lambda m: m.star_flat, free_mask(data, fit_atmosphere=False),
+                       jnp.zeros_like(free_mask(data).star_flat))
+    p0 = eqx.tree_at(lambda p: p.star_flat, tp, tp.star_flat)
+    p0 = eqx.tree_at(lambda p: p.filter_offset, p0, jnp.zeros_like(tp.filter_offset))
+    p, _ = minimize(chi2, p0, mask, (data, lut, st), max_iter=10, method="gauss_newton",
+                    residual_fn=_residual_vector)
+    _, err = parameter_covariance(p, mask, data, lut, st)
+    free = np.asarray(mask.filter_offset)
+    e = np.asarray(err.filter_offset)[free]
+    pull = (np.asarray(p.filter_offset) - np.asarray(tp.filter_offset))[free] / e
+    assert np.all(e > 0) and np.all(e < 1e-3)
+    assert np.all(np.abs(pull) < 4)
+    assert np.all(np.isnan(np.asarray(err.o3)))  # frozen -> no error
+
+
+def test_run_fit_cycles_recovers_truth(synth):
+    data, lut, truth = synth
+    lines = []
+    res = run_fit_cycles(data, lut, CFG, log=lines.append)
+    assert len(lines) == res.repeatability.shape[0] and "repeatability" in lines[0]
+    # photometric flags: every exposure with > 10 mmag of cloud is flagged, clear ones are kept
+    cloudy = truth["exp_gray"] < -0.010
+    assert np.mean(res.exp_flags[cloudy] != 0) >= 0.9
+    assert np.mean(res.exp_flags[truth["photometric"]] != 0) <= 0.1
+    # zeropoints vs truth after one constant per band: photometric (flag 1) and gray-corrected
+    # non-photometric (flag 4) rows
+    d = res.zeropoint - _true_zeropoints(data, lut, truth)
+    band = np.asarray(data.exp_band)[:, None] * np.ones((1, data.n_det), int)
+    for b in range(data.n_bands):
+        one = (res.zeropoint_flag == 1) & (band == b)
+        c = np.median(d[one])
+        assert np.sqrt(np.mean((d[one] - c) ** 2)) < 0.002
+        four = (res.zeropoint_flag == 4) & (band == b)
+        if four.any():
+            assert np.sqrt(np.mean((d[four] - c) ** 2)) < 0.004
+    # bright reserved stars: standard magnitudes vs truth (one constant per band)
+    dm = res.star_mag - truth["star_mags"]
+    for b in range(data.n_bands):
+        ok = res.star_reserved & np.isfinite(dm[:, b]) & (res.star_mag_err[:, b] < 0.005)
+        assert ok.sum() > 20
+        x = dm[ok, b] - np.median(dm[ok, b])
+        assert np.sqrt(np.mean(x ** 2)) < 0.005
+    assert np.all(np.isfinite(res.zeropoint_err[res.zeropoint_flag < 16]))
+    assert set(res.atmosphere) >= {"visit", "pressure", "pwv", "o3", "tau", "alpha", "secz"}
