@@ -16,17 +16,30 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-from .cycle import CycleState, run_cycle  # noqa: E402
-from .data import FitData, FitDataError  # noqa: E402
-from .driver import FitResult, run_fit_cycles  # noqa: E402
-from .loss import FitState, chi2, degrees_of_freedom, residuals  # noqa: E402
-from .model import standard_magnitudes  # noqa: E402
-from .optimize import minimize  # noqa: E402
-from .params import FitParams, free_mask  # noqa: E402
-from .uncertainty import parameter_covariance, propagate  # noqa: E402
+from .cycle import CycleState, run_cycle
+from .data import FitData, FitDataError
+from .driver import FitResult, run_fit_cycles
+from .loss import FitState, chi2, degrees_of_freedom, residuals
+from .model import standard_magnitudes
+from .optimize import minimize
+from .params import FitParams, free_mask
+from .uncertainty import parameter_covariance, propagate
 
 __all__ = [
-    "CycleState", "FitData", "FitDataError", "FitParams", "FitResult", "FitState", "chi2",
-    "degrees_of_freedom", "free_mask", "minimize", "residuals", "run_cycle", "run_fit_cycles",
-    "parameter_covariance", "propagate", "standard_magnitudes",
+    "CycleState",
+    "FitData",
+    "FitDataError",
+    "FitParams",
+    "FitResult",
+    "FitState",
+    "chi2",
+    "degrees_of_freedom",
+    "free_mask",
+    "minimize",
+    "parameter_covariance",
+    "propagate",
+    "residuals",
+    "run_cycle",
+    "run_fit_cycles",
+    "standard_magnitudes",
 ]

@@ -10,8 +10,8 @@ than ``exp_gray_initial_cut`` are non-photometric.
 from __future__ import annotations
 
 import time
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -128,7 +128,8 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
         fitted_nights = _fitted_nights(exp_flags, data, fc.min_exp_per_night)
         freeze = cycle == 0 and fc.freeze_std_atmosphere_cycle0
         mask = free_mask(data, fit_atmosphere=not freeze, fitted_nights=fitted_nights,
-                         use_quadratic_pwv=fc.use_quadratic_pwv)
+                         use_quadratic_pwv=fc.use_quadratic_pwv,
+                         fit_aperture_correction=fc.fit_aperture_correction)
         # fgcm resets the atmosphere to the standard before each fit (resetParameters): a bad
         # previous cycle (e.g. clouds not yet flagged) cannot trap the next one at a bound.
         params = params.with_standard_atmosphere(cfg.standard_atmosphere)
@@ -184,15 +185,16 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
                                  fc.min_star_per_exp, fc.min_exp_per_night)
 
     # ---- next cycle's inputs ----
-    new_low, new_high = G.updated_cuts(rep, low, high, fc.auto_photometric_cut_nsig,
-                                       fc.auto_high_cut_nsig)
+    new_low, new_high = G.updated_cuts(rep, np.full(nb, fc.exp_gray_photometric_cut),
+                                       np.full(nb, fc.exp_gray_high_cut),
+                                       fc.auto_photometric_cut_nsig, fc.auto_high_cut_nsig)
     new_sed = sed_slopes(res.sb_mean, res.sb_weight > 0, data)
     nxt = CycleState(params=params, exp_flags=new_flags, low_cut=new_low, high_cut=new_high,
                      sigma_fgcm=new_sig, sed_slope=new_sed, outlier=new_outlier)
     return CycleResult(
         state=nxt, repeatability=rep, n_photometric=int(np.sum(exp_flags == 0)),
         exp_flags=exp_flags, gray=gray, residuals=res, mean_use=mean_use, solve=solve,
-        seconds=dict(fit=t_fit, total=time.perf_counter() - t0),
+        seconds={"fit": t_fit, "total": time.perf_counter() - t0},
     )
 
 

@@ -20,9 +20,14 @@ from . import gray as G
 from .cycle import CycleState, run_cycle
 from .data import FitData
 from .loss import obs_variance, star_means
-from .model import MAG_PER_LN, exposure_atmosphere, exposure_instrument, pair_terms
-from .model import star_flat_at_centre
-from .model import standard_magnitudes
+from .model import (
+    MAG_PER_LN,
+    exposure_atmosphere,
+    exposure_instrument,
+    pair_terms,
+    standard_magnitudes,
+    star_flat_at_centre,
+)
 from .params import FitParams
 
 jax.config.update("jax_enable_x64", True)
@@ -127,9 +132,9 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
     result.photometric_cuts = np.asarray(lows)
     result.high_cuts = np.asarray(highs)
     result.cycles = records
-    result.timings = dict(total=time.perf_counter() - t_start,
-                          fit=sum(r["fit_seconds"] for r in records),
-                          cycles=[r["seconds"] for r in records])
+    result.timings = {"total": time.perf_counter() - t_start,
+                          "fit": sum(r["fit_seconds"] for r in records),
+                          "cycles": [r["seconds"] for r in records]}
     return result
 
 
@@ -143,18 +148,18 @@ def _interpolator(lut):
 
 def _record(cycle, out, data, low, high, cleanup=False):
     s = out.solve
-    return dict(
-        cycle=cycle, cleanup=cleanup,
-        repeatability=dict(zip(data.bands, map(float, out.repeatability))),
-        n_photometric=out.n_photometric, n_exposures=data.n_exp,
-        photometric_cut=dict(zip(data.bands, map(float, low))),
-        high_cut=dict(zip(data.bands, map(float, high))),
-        sigma_fgcm=dict(zip(data.bands, map(float, out.state.sigma_fgcm))),
-        solver=None if s is None else dict(method=s.method, iterations=s.iterations,
-                                           passes=s.passes, loss_start=s.loss_start,
-                                           loss_end=s.loss_end, converged=s.converged),
-        fit_seconds=out.seconds["fit"], seconds=out.seconds["total"],
-    )
+    return {
+        "cycle": cycle, "cleanup": cleanup,
+        "repeatability": dict(zip(data.bands, map(float, out.repeatability))),
+        "n_photometric": out.n_photometric, "n_exposures": data.n_exp,
+        "photometric_cut": dict(zip(data.bands, map(float, low))),
+        "high_cut": dict(zip(data.bands, map(float, high))),
+        "sigma_fgcm": dict(zip(data.bands, map(float, out.state.sigma_fgcm))),
+        "solver": None if s is None else {"method": s.method, "iterations": s.iterations,
+                                           "passes": s.passes, "loss_start": s.loss_start,
+                                           "loss_end": s.loss_end, "converged": s.converged},
+        "fit_seconds": out.seconds["fit"], "seconds": out.seconds["total"],
+    }
 
 
 def _format(rec, data):
@@ -243,9 +248,9 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
 
     # per visit atmosphere at the boresight airmass
     atm = exposure_atmosphere(params, data)
-    atmosphere = dict(visit=np.asarray(data.exp_visit), pressure=np.asarray(atm.pressure),
-                      pwv=np.asarray(atm.pwv), o3=np.asarray(atm.o3), tau=np.asarray(atm.tau),
-                      alpha=np.asarray(atm.alpha), secz=np.asarray(data.exp_secz))
+    atmosphere = {"visit": np.asarray(data.exp_visit), "pressure": np.asarray(atm.pressure),
+                      "pwv": np.asarray(atm.pwv), "o3": np.asarray(atm.o3), "tau": np.asarray(atm.tau),
+                      "alpha": np.asarray(atm.alpha), "secz": np.asarray(data.exp_secz)}
 
     return FitResult(
         params=params, visit=np.asarray(data.exp_visit),

@@ -45,8 +45,9 @@ class Gray(NamedTuple):
     exp_gray: jax.Array
     exp_gray_err: jax.Array
     exp_gray_rms: jax.Array
-    exp_n_star: jax.Array
+    exp_n_star: jax.Array  # stars in the exposure gray
     exp_n_good_ccd: jax.Array
+    exp_n_obs: jax.Array  # valid observations of stars that have a mean (NO_STARS if 0)
 
 
 class Residuals(NamedTuple):
@@ -102,6 +103,9 @@ def compute_gray(res: Residuals, gray_use, data: FitData, min_star_per_ccd: int)
         exp_gray=eg, exp_gray_err=ee, exp_gray_rms=rms,
         exp_n_star=n.reshape(data.n_exp, data.n_det).sum(1),
         exp_n_good_ccd=good.reshape(data.n_exp, data.n_det).sum(1),
+        exp_n_obs=jax.ops.segment_sum(
+            (gray_use & (res.sb_weight[data.obs_sb] > 0)).astype(jnp.int32), data.obs_exp,
+            data.n_exp),
     )
 
 
@@ -114,7 +118,7 @@ def exposure_flags(gray: Gray, data: FitData, low_cut, high_cut, var_cut: float,
     """
     band = np.asarray(data.exp_band)
     eg = np.asarray(gray.exp_gray)
-    n = np.asarray(gray.exp_n_star)
+    n = np.asarray(gray.exp_n_obs)
     flags = np.zeros(data.n_exp, dtype=np.int64)
     flags |= np.where(n == 0, EXP_NO_STARS, 0)
     flags |= np.where((n > 0) & (n < min_star_per_exp), EXP_TOO_FEW_STARS, 0)
@@ -132,19 +136,25 @@ def night_flags(flags: np.ndarray, data: FitData, min_exp_per_night: int) -> np.
     return np.where(n_ok[night] < min_exp_per_night, EXP_TOO_FEW_EXP_ON_NIGHT, 0)
 
 
-def updated_cuts(repeatability, low_in, high_in, nsig_low: float, nsig_high: float):
+def updated_cuts(repeatability, low_limit, high_limit, nsig_low: float, nsig_high: float):
     """New exposure-gray cuts per band from the reserved-star repeatability (fgcm tract mode,
     ``computeExpGrayCutsFromRepeatability``: sigma = repeatability, mean 0), quantised to
-    2.5 mmag and bounded by twice the input cut."""
+    2.5 mmag.
+
+    Deviation from fgcm (which lets a cut grow to twice the previous one each cycle): the cuts
+    never get looser than the configured ones (``low_limit``, ``high_limit``). Measured on
+    synthetic tracts: with loosening, a cloud that survives cycle 0 is absorbed by the freed
+    atmosphere of cycle 1 and is never flagged again.
+    """
     step = 0.0025
     out_low, out_high = [], []
-    for s, lo, hi in zip(repeatability, low_in, high_in):
+    for s, lo, hi in zip(repeatability, low_limit, high_limit):
         if not np.isfinite(s) or s <= 0:
             out_low.append(lo)
             out_high.append(hi)
             continue
-        out_low.append(max(2 * lo, min(-math.ceil(nsig_low * s / step) * step, -0.005)))
-        out_high.append(max(0.005, min(math.ceil(nsig_high * s / step) * step, 2 * hi)))
+        out_low.append(max(lo, min(-math.ceil(nsig_low * s / step) * step, -0.005)))
+        out_high.append(min(hi, max(math.ceil(nsig_high * s / step) * step, 0.005)))
     return np.asarray(out_low), np.asarray(out_high)
 
 

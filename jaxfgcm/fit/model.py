@@ -85,10 +85,12 @@ def pair_terms(params: FitParams, data: FitData, lut, secz=None) -> PairTerms:
 
 
 def exposure_instrument(params: FitParams, data: FitData) -> jax.Array:
-    """Throughput (per band, wash interval, with slope in time) plus filter offset, in mag."""
-    b, w = data.exp_band, data.exp_wash
+    """Throughput (per band, wash interval, with slope in time), filter offset and aperture
+    correction, in mag."""
+    b, w, a = data.exp_band, data.exp_wash, data.exp_aper_group
     return (params.throughput[b, w] + params.throughput_slope[b, w] * data.exp_dt_wash
-            + params.filter_offset[data.exp_filter])
+            + params.filter_offset[data.exp_filter]
+            + (params.aper_slope[a] + params.aper_quad[a] * data.exp_seeing) * data.exp_seeing)
 
 
 def standard_magnitudes(
@@ -109,17 +111,24 @@ def standard_magnitudes(
     t = pair_terms(params, data, lut) if terms is None else terms
     pair = data.obs_pair
     ds = data.obs_dsecz
-    mag_i0 = t.mag_i0[pair].astype(dt) + t.dmag_i0[pair].astype(dt) * ds
-    i10 = t.i10[pair].astype(dt) + t.di10[pair].astype(dt) * ds
-    flat = jnp.sum(data.obs_cheb * params.star_flat[data.obs_flat_group].astype(dt), axis=1)
-    instrument = exposure_instrument(params, data)[data.obs_exp].astype(dt)
-    fp = sed_slope[data.obs_sb].astype(dt)
-    i10_std = data.band_i10_std[data.obs_band].astype(dt)
-    chrom = MAG_PER_LN * (jnp.log1p(fp * i10) - jnp.log1p(fp * i10_std))
-    m = data.obs_mag + mag_i0 + instrument + flat + chrom
+    base = t.mag_i0 + jnp.repeat(exposure_instrument(params, data), data.n_det,
+                                 total_repeat_length=data.n_pairs)
     if pair_gray is not None:
-        m = m + pair_gray[pair].astype(dt)
-    return m
+        base = base + pair_gray
+    mag_i0 = gather(base.astype(dt), pair) + gather(t.dmag_i0.astype(dt), pair) * ds
+    i10 = gather(t.i10.astype(dt), pair) + gather(t.di10.astype(dt), pair) * ds
+    flat = jnp.sum(data.obs_cheb * gather(params.star_flat.astype(dt), data.obs_flat_group),
+                   axis=1)
+    fp = gather(sed_slope.astype(dt), data.obs_sb)
+    i10_std = gather(data.band_i10_std.astype(dt), data.obs_band)
+    chrom = MAG_PER_LN * jnp.log((1 + fp * i10) / (1 + fp * i10_std))
+    return data.obs_mag + mag_i0 + flat + chrom
+
+
+def gather(table: jax.Array, index: jax.Array) -> jax.Array:
+    """``table[index]`` for indices known to be in range (built by FitData): skips the bounds
+    handling of default indexing, measurably faster on CPU (scripts/bench_fit.py)."""
+    return table.at[index].get(mode="promise_in_bounds")
 
 
 def star_flat_at_centre(params: FitParams, data: FitData) -> jax.Array:

@@ -110,7 +110,7 @@ def _lbfgs(loss, params, mask, args, max_iter, tol, project):
     z = jnp.zeros_like(x0)
     state = _OPT.init(z)
     first = prev = None
-    passes = 0
+    passes = n_small = 0
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
@@ -119,7 +119,10 @@ def _lbfgs(loss, params, mask, args, max_iter, tol, project):
         passes += int(getattr(ls, "num_linesearch_steps", 1)) + (1 if it == 1 else 0)
         value = float(value)
         first = value if first is None else first
-        if prev is not None and 0 <= prev - value <= max(tol * abs(value), CHI2_ABS_TOL):
+        # L-BFGS can make a short step now and then: stop after 3 small decreases in a row
+        small = prev is not None and 0 <= prev - value <= max(tol * abs(value), CHI2_ABS_TOL)
+        n_small = n_small + 1 if small else 0
+        if n_small >= 3:
             converged = True
             break
         prev = value
@@ -162,7 +165,7 @@ def _gn_residual(residual_fn, unravel, z, x0, idx, scale, args):
 @partial(jax.jit, static_argnums=(0, 1))
 def _gn_normal_equations(residual_fn, unravel, z, x0, idx, scale, args):
     n = z.shape[0]
-    nblock = int(math.ceil(n / GN_BLOCK))
+    nblock = math.ceil(n / GN_BLOCK)
     r, jvp = jax.linearize(
         lambda zz: _gn_residual(residual_fn, unravel, zz, x0, idx, scale, args), z)
     basis = jnp.eye(nblock * GN_BLOCK, n)
@@ -199,10 +202,10 @@ def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project):
     idx = jnp.asarray(np.nonzero(np.asarray(m))[0])
     scale = sc[idx]
     n = int(idx.shape[0])
-    nblock = int(math.ceil(n / GN_BLOCK))
+    nblock = math.ceil(n / GN_BLOCK)
     common = (x0, idx, scale, args)
     z = jnp.zeros(n)
-    lam = 1e-6
+    lam = 1e-2  # start damped: full GN steps from the standard jump to spurious minima at bounds
     passes = 0
     first = None
     converged = False
@@ -245,4 +248,4 @@ def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project):
     return out, SolveInfo("gauss_newton", it, passes, first, v_new, converged)
 
 
-__all__ = ["minimize", "SolveInfo"]
+__all__ = ["SolveInfo", "minimize"]

@@ -25,7 +25,10 @@ class FitParams(eqx.Module):
     """Per night: ozone (DU), ln(tau) intercept (at local midnight) and slope (per day),
     Angstrom exponent alpha, ln(PWV/mm) intercept, slope and quadratic term. Per band and wash
     interval: throughput intercept and slope (mag, mag/day). Per filter: offset (mag). Per
-    (epoch, filter, detector): star-flat Chebyshev coefficients (mag)."""
+    (epoch, filter, detector): star-flat Chebyshev coefficients (mag). Per band: the aperture
+    correction, linear and quadratic in (visit PSF FWHM - band median), shared by all bands
+    unless ``fit.aperture_correction_per_band`` (fgcm's aperture correction, §5.1 step 14,
+    fitted here jointly since it is linear in its parameters)."""
 
     o3: jax.Array
     ln_tau: jax.Array
@@ -37,10 +40,12 @@ class FitParams(eqx.Module):
     throughput: jax.Array  # (n_bands, n_wash)
     throughput_slope: jax.Array  # (n_bands, n_wash)
     filter_offset: jax.Array  # (n_filters,)
+    aper_slope: jax.Array  # (n_aper,) aperture correction, mag per arcsec of seeing
+    aper_quad: jax.Array  # (n_aper,) mag per arcsec^2
     star_flat: jax.Array  # (n_epochs * n_filters * n_det, n_coef)
 
     @classmethod
-    def standard(cls, data: FitData, std) -> "FitParams":
+    def standard(cls, data: FitData, std) -> FitParams:
         """Parameters at the standard atmosphere (``config.standard_atmosphere``), zero
         instrument terms."""
         n = data.n_nights
@@ -59,13 +64,15 @@ class FitParams(eqx.Module):
             throughput=jnp.zeros((data.n_bands, data.n_wash)),
             throughput_slope=jnp.zeros((data.n_bands, data.n_wash)),
             filter_offset=jnp.zeros(data.n_filters),
+            aper_slope=jnp.zeros(data.n_aper),
+            aper_quad=jnp.zeros(data.n_aper),
             star_flat=jnp.zeros((data.n_epochs * data.n_filters * data.n_det, data.n_coef)),
         )
 
-    def with_standard_atmosphere(self, std) -> "FitParams":
+    def with_standard_atmosphere(self, std) -> FitParams:
         """A copy with every night's atmosphere reset to the standard (instrument kept)."""
         n = self.o3.shape[0]
-        f = lambda v: jnp.full(n, float(v))  # noqa: E731
+        f = lambda v: jnp.full(n, float(v))
         return eqx.tree_at(
             _atmosphere_groups, self,
             (f(std.o3), f(np.log(std.tau)), f(0.0), f(std.alpha), f(np.log(std.pwv)), f(0.0),
@@ -79,10 +86,11 @@ def _atmosphere_groups(p: FitParams):
 
 #: Typical size of a parameter change, per group: the optimizer works in these units so that
 #: every direction has a comparable curvature (fgcm's "step units" play the same role).
-PARAM_SCALES = dict(
-    o3=30.0, ln_tau=0.3, ln_tau_slope=0.3, alpha=0.3, ln_pwv=0.3, ln_pwv_slope=0.3,
-    ln_pwv_quad=0.3, throughput=0.01, throughput_slope=1e-4, filter_offset=0.01, star_flat=0.01,
-)
+PARAM_SCALES = {
+    "o3": 30.0, "ln_tau": 0.3, "ln_tau_slope": 0.3, "alpha": 0.3, "ln_pwv": 0.3,
+    "ln_pwv_slope": 0.3, "ln_pwv_quad": 0.3, "throughput": 0.01, "throughput_slope": 1e-4,
+    "filter_offset": 0.01, "aper_slope": 0.1, "aper_quad": 0.1, "star_flat": 0.01,
+}
 
 
 def scales_like(p: FitParams) -> FitParams:
@@ -99,6 +107,7 @@ def free_mask(
     use_quadratic_pwv: bool = False,
     fit_throughput_slope: bool = False,
     fit_star_flat: bool = False,
+    fit_aperture_correction: bool = True,
 ) -> FitParams:
     """Boolean pytree: True where the optimizer may move a parameter.
 
@@ -107,6 +116,8 @@ def free_mask(
     - throughput: every wash interval but the first of each band (the absolute level per band
       is not constrained by relative calibration), bands that have exposures;
     - filter offsets: non-standard filters of a band (e.g. HSC-R when HSC-R2 is standard);
+    - aperture correction: fit bands whose visits have a seeing spread, if
+      ``fit_aperture_correction``;
     - star flat: only if ``fit_star_flat`` (by default it is computed from residuals).
     """
     nn = data.n_nights
@@ -125,6 +136,12 @@ def free_mask(
     used_filter[exp_filter] = True
     fo = used_filter & ~np.asarray(data.filter_is_std) & fit_band[np.asarray(data.filter_band)]
     n_sf = data.n_epochs * data.n_filters * data.n_det
+    da = np.asarray(data.exp_seeing)
+    group = np.asarray(data.exp_aper_group)
+    use_e = fit_band[exp_band]
+    spread = np.array([np.ptp(da[(group == k) & use_e]) if np.any((group == k) & use_e) else 0.0
+                       for k in range(data.n_aper)])
+    aper = (spread > 1e-3) & fit_aperture_correction
     return FitParams(
         o3=jnp.asarray(atm),
         ln_tau=jnp.asarray(atm),
@@ -136,6 +153,8 @@ def free_mask(
         throughput=jnp.asarray(thr),
         throughput_slope=jnp.asarray(has & fit_throughput_slope & fit_band[:, None]),
         filter_offset=jnp.asarray(fo),
+        aper_slope=jnp.asarray(aper),
+        aper_quad=jnp.asarray(aper),
         star_flat=jnp.full((n_sf, data.n_coef), bool(fit_star_flat)),
     )
 

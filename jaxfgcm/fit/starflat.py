@@ -5,7 +5,8 @@ fgcm-reference §5.1 step 14), by weighted linear least squares.
 All groups are solved at once: the normal equations are segment sums over observations of
 w a a^T (a = Chebyshev basis at the observation) and are solved as one batched linear system.
 A group with fewer than ``MIN_STARS_PER_COEF`` stars per coefficient only gets a constant; a
-group without stars keeps its coefficients. The flat's mean over each (epoch, filter) is forced
+group with fewer than ``MIN_STARS_PER_COEF`` stars keeps its coefficients (a handful of stars,
+one of them an unflagged blend, gave 0.13 mag flats on the simulator's tiny preset). The flat's mean over each (epoch, filter) is forced
 to zero, so it cannot trade a constant with the star magnitudes.
 """
 
@@ -42,7 +43,7 @@ def update_star_flat(star_flat, egray, var_e, use, data: FitData):
     mat = ata * keep[:, :, None] * keep[:, None, :] + eye * (1.0 - keep[:, :, None])
     mat = mat + 1e-12 * eye * jnp.trace(ata, axis1=1, axis2=2)[:, None, None]
     delta = jnp.linalg.solve(mat, (atb * keep)[..., None])[..., 0]
-    delta = jnp.where((n > 0)[:, None] & jnp.isfinite(delta), delta, 0.0)
+    delta = jnp.where((n >= MIN_STARS_PER_COEF)[:, None] & jnp.isfinite(delta), delta, 0.0)
     new = star_flat + delta
     # zero mean (over the observations) per (epoch, filter)
     ef = group // data.n_det

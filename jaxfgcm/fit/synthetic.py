@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .data import FitData, night_and_time
+from .data import FitData
 from .loss import FitState
 from .model import MAG_PER_LN, standard_magnitudes
 from .params import FitParams
@@ -69,8 +69,8 @@ class AnalyticLut(eqx.Module):
         nf = len(fb)
         base = 0.08 * (1 + 0.02 * rng.standard_normal((nf, n_det)))
         i10_0 = -40.0 + 5.0 * rng.standard_normal((nf, n_det))
-        kw = dict(lam=_LAMBDA[fb], k_ray=_K_RAY[fb], k_o3=_K_O3[fb], k_pwv=_K_PWV[fb],
-                  a_ray=_A_RAY[fb], a_pwv=_A_PWV[fb], a_tau=_A_TAU[fb])
+        kw = {"lam": _LAMBDA[fb], "k_ray": _K_RAY[fb], "k_o3": _K_O3[fb], "k_pwv": _K_PWV[fb],
+                  "a_ray": _A_RAY[fb], "a_pwv": _A_PWV[fb], "a_tau": _A_TAU[fb]}
         tmp = cls(base=jnp.asarray(base), i10_0=jnp.asarray(i10_0),
                   **{k: jnp.asarray(v) for k, v in kw.items()},
                   physical_filters=tuple(filter_names or [f"F{i}" for i in range(nf)]),
@@ -156,7 +156,7 @@ def make_synthetic(
             visits["exptime"].append(30.0)
             visits["telra"].append(ra0 + 0.1 * rng.standard_normal())
             visits["teldec"].append(dec0 + 0.1 * rng.standard_normal())
-            visits["telha"].append(15.0 * hours + rng.uniform(-20, 20))
+            visits["telha"].append(12.0 * hours + rng.uniform(-10, 10))  # secz <~ 2
             visits["pressure"].append(616.0 + rng.normal(0, 3))
             v += 1
     visits = {k: np.asarray(a) for k, a in visits.items()}
@@ -231,8 +231,8 @@ def make_synthetic(
     m_inst = star_mags[obs_star, obs_band] - offset - pg + noise
     m_inst = np.where(np.asarray(data.obs_valid), m_inst, 0.0)
     data = eqx.tree_at(lambda d: d.obs_mag, data, jnp.asarray(m_inst))
-    truth = dict(params=p, star_mags=star_mags, exp_gray=exp_gray, pair_gray=pair_gray,
-                 photometric=~cloudy, sed_slope=state.sed_slope, fprime=fprime)
+    truth = {"params": p, "star_mags": star_mags, "exp_gray": exp_gray, "pair_gray": pair_gray,
+                 "photometric": ~cloudy, "sed_slope": state.sed_slope, "fprime": fprime}
     return data, lut, truth
 
 

@@ -1,0 +1,193 @@
+"""Benchmark (and, on a simulated repository, truth check) of the JAX fit (docs/fit.md quotes it).
+
+    python scripts/bench_fit.py                        # synthetic problem through the fit model
+    python scripts/bench_fit.py --stars 20000 --nights 6 --visits 16 --detectors 40
+    python scripts/bench_fit.py --repo DIR --tract 9615 # a simulator repository, with truth bars
+
+(after ``pip install -e .``, or with ``PYTHONPATH=.`` from the repository root)
+
+Prints, in one run: the value-and-gradient pass of chi2 over the observations vs a bare JAX
+gather + segment-sum pass over the same arrays (ratio, target <= 2), float32 vs float64
+observation arrays, compile times (separately), the whole run_fit_cycles in seconds and passes
+over the data, and with ``--repo`` the issue's correctness bars against ``truth/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfgcm.config import Config, default_config_path, load_config
+from jaxfgcm.fit import FitParams, FitState, chi2, run_fit_cycles
+from jaxfgcm.fit.model import pair_terms
+from jaxfgcm.fit.synthetic import make_synthetic
+
+
+def timed(fn, *args, n=5):
+    """(first-call seconds incl. compile, median warm seconds)."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return first, float(np.median(times))
+
+
+def bare_pass(x, mag, w, exp, sb, n_sb):
+    """The floor: gather a per-exposure value, a weighted segment mean per star, a chi2."""
+    m = mag + x[exp]
+    sw = jax.ops.segment_sum(w, sb, n_sb, indices_are_sorted=True)
+    mean = jax.ops.segment_sum(w * m, sb, n_sb, indices_are_sorted=True) / jnp.maximum(sw, 1e-30)
+    r = m - mean[sb]
+    return jnp.sum(w * r * r)
+
+
+def pass_benchmark(data, lut, cfg):
+    st = FitState(sed_slope=jnp.zeros(data.n_sb), obs_use=data.obs_valid,
+                  sigma_fgcm=jnp.zeros(data.n_bands), sigma0=cfg.fit.sigma0_phot)
+    p = FitParams.standard(data, cfg.standard_atmosphere)
+    print(f"observations {data.n_obs} (padded {data.obs_mag.shape[0]}), stars {data.n_stars}, "
+          f"exposures {data.n_exp}, detectors {data.n_det}, nights {data.n_nights}, "
+          f"device {jax.devices()[0].platform}")
+    vg = jax.jit(jax.value_and_grad(chi2))
+    w = jnp.where(data.obs_valid, 1.0 / (data.obs_err.astype(jnp.float64) ** 2 + 1e-5), 0.0)
+    bare = jax.jit(jax.value_and_grad(bare_pass), static_argnums=5)
+    x = jnp.zeros(data.n_exp)
+    rows = []
+    for name, d in (("float64", data), ("float32", data.with_obs_dtype(jnp.float32))):
+        c_fit, t_fit = timed(vg, p, d, lut, st)
+        c_bare, t_bare = timed(bare, x, d.obs_mag.astype(jnp.float64), w, d.obs_exp, d.obs_sb,
+                               d.n_sb)
+        rows.append((name, t_fit, t_bare, c_fit - t_fit, c_bare - t_bare))
+    # the per-(exposure, detector) LUT part alone: value and gradient of its terms
+    lut_vg = jax.jit(jax.value_and_grad(
+        lambda q: sum(jnp.sum(t) for t in pair_terms(q, data, lut))))
+    c_lut, t_lut = timed(lut_vg, p)
+    print("obs arrays | chi2 value+grad (ms) | bare gather+segment-sum value+grad (ms) | ratio "
+          "| per-observation part (ms) and its ratio | compile chi2 / bare (s)")
+    for name, t_fit, t_bare, c_fit, c_bare in rows:
+        obs_part = max(t_fit - t_lut, 0.0)
+        print(f"{name:9s}  | {1e3 * t_fit:8.2f} | {1e3 * t_bare:8.2f} | {t_fit / t_bare:5.2f} "
+              f"| {1e3 * obs_part:8.2f} {obs_part / t_bare:5.2f} | {c_fit:.2f} / {c_bare:.2f}")
+    print(f"LUT terms for {data.n_pairs} (exposure, detector) pairs, value+grad: "
+          f"{1e3 * t_lut:.2f} ms (compile {c_lut - t_lut:.2f} s)")
+    return rows
+
+
+def whole_fit(data, lut, cfg):
+    t0 = time.perf_counter()
+    res = run_fit_cycles(data, lut, cfg, log=print)
+    total = time.perf_counter() - t0
+    passes = sum((c["solver"] or {}).get("passes", 0) for c in res.cycles)
+    print(f"run_fit_cycles: {total:.1f} s (first call, includes compiles), {len(res.cycles)} "
+          f"cycles incl. clean-up, {passes} solver passes over the observations")
+    return res
+
+
+def truth_bars(repo_dir, cat, cam, data, res):
+    import pyarrow.parquet as pq
+    from scipy.spatial import cKDTree
+
+    def truth(name):
+        return {k: np.asarray(v) for k, v in
+                pq.read_table(f"{repo_dir}/truth/{name}.parquet").to_pydict().items()}
+
+    tz = truth("zeropoints")
+    vi = {int(v): i for i, v in enumerate(res.visit)}
+    di = {int(x): j for j, x in enumerate(np.asarray(cam.ids))}
+    i = np.array([vi[int(v)] for v in tz["visit"]])
+    j = np.array([di[int(x)] for x in tz["detector"]])
+    d = res.zeropoint[i, j] - (tz["zeropoint"] - tz["zpt_ab_no_throughput"])
+    flag = res.zeropoint_flag[i, j]
+    print("bar 1: photometric exposures' zeropoint - truth RMS after one constant per band "
+          "(target <= 2 mmag)")
+    for b in np.unique(tz["band"]):
+        ok = (tz["band"] == b) & (flag == 1) & tz["photometric"]
+        if ok.sum() == 0:
+            continue
+        x = d[ok] - np.median(d[ok])
+        four = (tz["band"] == b) & (flag == 4)
+        y = d[four] - np.median(d[ok])
+        print(f"  {b}: {1e3 * np.sqrt(np.mean(x ** 2)):.2f} mmag over {ok.sum()} (visit, det); "
+              f"flag-4 (gray-corrected) {1e3 * np.sqrt(np.mean(y ** 2)) if four.any() else np.nan:.2f}"
+              f" mmag over {four.sum()}")
+    tv = truth("visits")
+    order = np.array([np.nonzero(tv["visit"] == v)[0][0] for v in res.visit])
+    gray = tv["gray"][order]
+    flagged = res.exp_flags != 0
+    cloudy = gray > 0.010
+    print(f"bar 2: non-photometric exposures with gray > 10 mmag flagged: "
+          f"{flagged[cloudy].sum()}/{cloudy.sum()} = {np.mean(flagged[cloudy]):.1%} "
+          f"(target >= 95 %); clear exposures flagged {np.mean(flagged[~cloudy]):.1%}")
+    obj = truth("objects")
+    tree = cKDTree(np.c_[obj["ra"] * np.cos(np.radians(obj["dec"])), obj["dec"]])
+    ra, dec = np.asarray(cat.stars["ra"]), np.asarray(cat.stars["dec"])
+    dist, k = tree.query(np.c_[ra * np.cos(np.radians(dec)), dec])
+    matched = dist < 1.0 / 3600
+    print("bar 3: bright (S/N > 100) reserved stars, std mag - truth RMS after one constant "
+          "(target <= 3 mmag)")
+    for b, band in enumerate(data.bands):
+        ok = matched & res.star_reserved & (res.star_mag_err[:, b] < 1.0857 / 100)
+        ok &= np.isfinite(res.star_mag[:, b])
+        if ok.sum() < 5:
+            continue
+        x = res.star_mag[ok, b] - obj[f"mag_std_{band}"][k[ok]]
+        x -= np.median(x)
+        print(f"  {band}: {1e3 * np.sqrt(np.mean(x ** 2)):.2f} mmag over {ok.sum()} stars "
+              f"(robust {1e3 * 1.4826 * np.median(np.abs(x)):.2f})")
+    print("bar 4: final reserved-star repeatability per band (mmag):",
+          {b: round(1e3 * float(r), 2) for b, r in zip(data.bands, res.repeatability[-1])})
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repo", help="simulated repository (else a synthetic problem)")
+    ap.add_argument("--tract", type=int, default=9615)
+    ap.add_argument("--stars", type=int, default=5000)
+    ap.add_argument("--nights", type=int, default=4)
+    ap.add_argument("--visits", type=int, default=16)
+    ap.add_argument("--detectors", type=int, default=20)
+    ap.add_argument("--set", action="append", default=[], help="config override")
+    ap.add_argument("--no-fit", action="store_true", help="pass benchmark only")
+    a = ap.parse_args(argv)
+    if a.repo:
+        from jaxfgcm.fit import FitData
+        from jaxfgcm.lut import LutInterpolator, load_lut
+        from jaxfgcm.repo import Repository
+        from jaxfgcm.stars import build_stars
+
+        cfg = load_config(default_config_path(), overrides=a.set)
+        repo = Repository(a.repo)
+        t0 = time.perf_counter()
+        cat = build_stars(repo, cfg, a.tract)
+        cam = repo.camera()
+        lut_np = load_lut(repo.lut_path, config=cfg, camera=cam)
+        t1 = time.perf_counter()
+        data = FitData.build(cat, lut_np, cam, cfg)
+        print(f"build_stars + load_lut {t1 - t0:.1f} s; FitData.build "
+              f"{time.perf_counter() - t1:.2f} s")
+        lut = LutInterpolator.from_lut(lut_np)
+    else:
+        cfg = Config().with_overrides(["instrument.bands=[g,r,i]", "fit.fit_bands=[g,r,i]",
+                                       "fit.min_star_per_exp=50", *a.set])
+        t0 = time.perf_counter()
+        data, lut, _ = make_synthetic(cfg, n_stars=a.stars, n_nights=a.nights,
+                                      visits_per_night=a.visits, n_det=a.detectors, seed=5)
+        print(f"synthetic problem built in {time.perf_counter() - t0:.1f} s")
+    pass_benchmark(data, lut, cfg)
+    if a.no_fit:
+        return
+    res = whole_fit(data, lut, cfg)
+    if a.repo:
+        truth_bars(a.repo, cat, cam, data, res)
+
+
+if __name__ == "__main__":
+    main()
