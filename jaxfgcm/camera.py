@@ -20,8 +20,6 @@ radius-dependent throughput and simulations, not for astrometry.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from astropy.wcs import WCS
+
+from jaxfgcm.atomic import atomic_write
 
 #: Version of the camera.parquet layout written by write_camera (schema metadata key).
 CAMERA_FORMAT_VERSION = 1
@@ -405,15 +405,8 @@ def write_camera(camera: Camera, path: str | Path) -> None:
     ).replace_schema_metadata(
         {"jaxfgcm_dataset": "camera", "format_version": str(CAMERA_FORMAT_VERSION)}
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_camera(path: str | Path) -> Camera:

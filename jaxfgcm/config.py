@@ -262,7 +262,7 @@ class Config:
         """Plain nested dict (tuples as lists), suitable for YAML/JSON."""
         return _to_plain(self)
 
-    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> "Config":
+    def with_overrides(self, overrides: list[str] | dict[str, Any]) -> Config:
         """A copy with ``section.key=value`` overrides applied (values parsed as YAML)."""
         return _from_dict(Config, _merge_overrides(self.to_dict(), overrides), "")
 

@@ -19,11 +19,9 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+
+from jaxfgcm.atomic import atomic_write
 
 #: The repository format this code writes; docs/repository.md describes it.
 FORMAT_VERSION = 1
@@ -128,27 +128,6 @@ class RepositoryError(ValueError):
 # --------------------------------------------------------------------------------------------
 # Atomic writing
 # --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in ``path``'s directory; rename it onto ``path`` on success.
-
-    A crash or exception leaves no file at ``path`` that looks complete (the temporary file is
-    removed). The parent directory is created if needed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
 
 
 def write_yaml(path: str | os.PathLike, data: Any) -> None:

@@ -13,9 +13,7 @@ docs/throughput.md for the equations, numbers and their sources). ``read_through
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -25,6 +23,7 @@ import yaml
 from astropy.table import Table
 from scipy.interpolate import PchipInterpolator
 
+from jaxfgcm.atomic import atomic_write
 from jaxfgcm.camera import Camera, hsc_like_camera
 
 #: Version of the throughput/ directory format (the ``format_version`` meta of every file).
@@ -391,14 +390,8 @@ FILTER_PREFIX = "filter_"
 
 
 def _atomic_write_table(table: Table, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         table.write(tmp, format="ascii.ecsv", overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _meta(kind: str, **extra) -> dict:

@@ -16,14 +16,13 @@ Layout (format ``jaxfgcm-lut``, version :data:`FORMAT_VERSION`; docs/lut.md, "Fi
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from jaxfgcm.atomic import atomic_write
 from jaxfgcm.lut.build import (
     FORMAT_VERSION,
     LookupTable,
@@ -103,22 +102,8 @@ def save_lut(lut: LookupTable, path) -> None:
             ),
         ]
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         hdus.writeto(tmp, overwrite=True)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _table_hdu(table: Table, name: str) -> fits.BinTableHDU:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxfgcm.output._io import readable, write_yaml
+from jaxfgcm.output._io import write_yaml
 from jaxfgcm.output.inputs import ProductInputs, collect
 from jaxfgcm.output.photocalib import (
     apply_calibration,
@@ -170,10 +170,8 @@ def _write_fit_state(inputs: ProductInputs, staging: Path) -> None:
     })
     arrays.update({f"visit_{k}": np.asarray(v) for k, v in inputs.visit_atmosphere.items()})
     # A file handle: np.savez would append .npz to the bare temporary name.
-    with atomic_write(staging / FIT_STATE_FILE) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        readable(tmp)
+    with atomic_write(staging / FIT_STATE_FILE) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def load_fit_state(path) -> dict[str, np.ndarray]:

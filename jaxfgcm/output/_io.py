@@ -7,27 +7,18 @@ Every product is written to a temporary name in its final directory and renamed 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from jaxfgcm.repo import atomic_write
-
-
-def readable(tmp: Path) -> None:
-    """Give a temporary file (mkstemp: 0600) the permissions of a normally created file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+from jaxfgcm.atomic import atomic_write
 
 
 def write_parquet(table: pa.Table, path: str | Path) -> Path:
     with atomic_write(path) as tmp:
         pq.write_table(table, tmp)
-        readable(tmp)
     return Path(path)
 
 
@@ -37,14 +28,12 @@ def write_json(data, path: str | Path) -> Path:
                       allow_nan=False)
     with atomic_write(path) as tmp:
         tmp.write_text(text + "\n")
-        readable(tmp)
     return Path(path)
 
 
 def write_yaml(data, path: str | Path, header: str = "") -> Path:
     with atomic_write(path) as tmp:
         tmp.write_text(header + yaml.safe_dump(data, sort_keys=False))
-        readable(tmp)
     return Path(path)
 
 

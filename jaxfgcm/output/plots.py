@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxfgcm.output._io import readable
+from jaxfgcm.atomic import atomic_write
 from jaxfgcm.output.inputs import ProductInputs
 from jaxfgcm.output.photocalib import _starflat_at
 
@@ -45,11 +45,8 @@ def make_qa_plots(inputs: ProductInputs, qa_dir, camera=None) -> tuple[list[str]
         if fig is None:
             skipped.append(name)
             continue
-        from jaxfgcm.repo import atomic_write
-
         with atomic_write(qa_dir / name) as tmp:
             fig.savefig(tmp, dpi=90, format="png")
-            readable(tmp)
         plt.close(fig)
         written.append(name)
     note = f"QA plots not made (inputs missing): {', '.join(skipped)}" if skipped else None
