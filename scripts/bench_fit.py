@@ -131,11 +131,11 @@ def truth_bars(repo_dir, cat, cam, data, res):
     ra, dec = np.asarray(cat.stars["ra"]), np.asarray(cat.stars["dec"])
     dist, k = tree.query(np.c_[ra * np.cos(np.radians(dec)), dec])
     matched = dist < 1.0 / 3600
-    print("bar 3: bright (S/N > 100) reserved stars, std mag - truth RMS after one constant "
-          "(target <= 3 mmag)")
+    print("bar 3: bright (S/N > 100) reserved stars with >= 2 good observations, std mag - "
+          "truth RMS after one constant (target <= 3 mmag)")
     for b, band in enumerate(data.bands):
         ok = matched & res.star_reserved & (res.star_mag_err[:, b] < 1.0857 / 100)
-        ok &= np.isfinite(res.star_mag[:, b])
+        ok &= np.isfinite(res.star_mag[:, b]) & (res.star_n_good[:, b] >= 2)
         if ok.sum() < 5:
             continue
         x = res.star_mag[ok, b] - obj[f"mag_std_{band}"][k[ok]]

@@ -34,7 +34,6 @@ jax.config.update("jax_enable_x64", True)
 GN_BLOCK = 32
 #: Absolute chi2 decrease below which an iteration counts as converged.
 CHI2_ABS_TOL = 0.1
-_DEBUG = False
 
 
 @dataclass
@@ -212,7 +211,6 @@ def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project):
     it = 0
     for it in range(1, max_iter + 1):
         jtj, jtr, v = _gn_normal_equations(residual_fn, unravel, z, *common)
-        if _DEBUG: print("GN", it, float(v), lam)
         passes += nblock + 1
         v = float(v)
         first = v if first is None else first
