@@ -44,7 +44,7 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny", tract_radius_deg=0.25, margin_deg=0.05, n_detectors=12,
         n_stars=500, n_galaxies=120, star_mag_range=(16.0, 23.0), galaxy_mag_range=(19.0, 23.0),
-        blend_fraction=0.02, n_nights=3, span_days=6, visits_per_night=8, filters_per_night=2,
+        blend_fraction=0.02, n_nights=5, span_days=8, visits_per_night=10, filters_per_night=5,
         dither_deg=0.05, nonphotometric_fraction=0.2, max_secz=1.8,
     ),
     "tract": Preset(
