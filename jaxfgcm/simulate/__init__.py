@@ -104,7 +104,7 @@ def build_context(config=None, preset: str | Preset = "tiny", seed: int = 1,
     from jaxfgcm.config import load_config
     from jaxfgcm.lut.build import config_wavelength
     from jaxfgcm.simulate import instrument, observing, sky
-    from jaxfgcm.simulate.photometry import quadrature_weights
+    from jaxfgcm.lut.build import quadrature_weights
     from jaxfgcm.throughput import hsc_like_throughput
 
     config = load_config() if config is None else config

@@ -54,16 +54,6 @@ DEFECT = {
 }
 
 
-def quadrature_weights(wavelength: np.ndarray) -> np.ndarray:
-    """Trapezoid weights of int f dlambda / lambda on a wavelength grid (1/lambda folded in)."""
-    lam = np.asarray(wavelength, dtype=np.float64)
-    d = np.diff(lam)
-    w = np.zeros_like(lam)
-    w[:-1] += d / 2
-    w[1:] += d / 2
-    return w / lam
-
-
 def moffat_alpha_px(fwhm_px):
     return np.asarray(fwhm_px) / (2.0 * np.sqrt(2.0 ** (1.0 / MOFFAT_BETA) - 1.0))
 
