@@ -102,9 +102,8 @@ def build_context(config=None, preset: str | Preset = "tiny", seed: int = 1,
     from jaxfgcm.atmosphere import BuiltinAtmosphere
     from jaxfgcm.camera import hsc_like_camera
     from jaxfgcm.config import load_config
-    from jaxfgcm.lut.build import config_wavelength
+    from jaxfgcm.lut.build import config_wavelength, quadrature_weights
     from jaxfgcm.simulate import instrument, observing, sky
-    from jaxfgcm.lut.build import quadrature_weights
     from jaxfgcm.throughput import hsc_like_throughput
 
     config = load_config() if config is None else config
