@@ -64,6 +64,11 @@ class InstrumentConfig:
     )
     #: Nominal pixel scale (arcsec/pixel) where the visit summary does not give one.
     pixel_scale_arcsec: float = 0.168
+    #: Primary mirror diameter (m) and detector gain (e-/ADU): the AB normalisation of the
+    #: zeropoints, fgcm's zptABNoThroughput = 2.5 log10(pi (D/2)^2 / (h gain)) - 48.6 with the
+    #: area in cm^2 and h in erg s (fgcm-reference §1.2; Subaru: 8.2 m, HSC: gain ~3).
+    mirror_diameter_m: float = 8.2
+    gain: float = 3.0
 
 
 @dataclass(frozen=True)

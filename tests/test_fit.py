@@ -16,7 +16,7 @@ from jaxfgcm.fit import FitParams, FitState, chi2, free_mask, minimize, run_fit_
 from jaxfgcm.fit.cycle import _residual_vector
 from jaxfgcm.fit.loss import degrees_of_freedom
 from jaxfgcm.fit.model import (
-    exposure_instrument,
+    pair_instrument,
     pair_terms,
     standard_magnitudes,
     star_flat_at_centre,
@@ -46,7 +46,7 @@ def _true_zeropoints(data, lut, truth):
     p = truth["params"]
     t = pair_terms(p, data, lut)
     shape = (data.n_exp, data.n_det)
-    return (np.asarray(t.mag_i0).reshape(shape) + np.asarray(exposure_instrument(p, data))[:, None]
+    return (np.asarray(t.mag_i0).reshape(shape) + np.asarray(pair_instrument(p, data)).reshape(shape)
             + np.asarray(star_flat_at_centre(p, data)).reshape(shape)
             + truth["pair_gray"].reshape(shape))
 

@@ -105,8 +105,6 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
     t0 = time.perf_counter()
     params = state.params
     nb = data.n_bands
-    low = state.low_cut if state.low_cut is not None else np.full(nb, fc.exp_gray_photometric_cut)
-    high = state.high_cut if state.high_cut is not None else np.full(nb, fc.exp_gray_high_cut)
     sig_fgcm = state.sigma_fgcm if state.sigma_fgcm is not None else np.zeros(nb)
     bright = None
     if state.exp_flags is None:
@@ -181,13 +179,31 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
     pg = gray.pair_gray[data.obs_pair]
     new_outlier = data.obs_valid & (jnp.abs(res.egray - pg) > OUTLIER_NSIG * jnp.sqrt(
         jnp.maximum(res.var_e, 0) + jnp.asarray(new_sig)[data.obs_band] ** 2))
-    new_flags = G.exposure_flags(gray, data, low, high, fc.exp_var_gray_photometric_cut,
-                                 fc.min_star_per_exp, fc.min_exp_per_night)
+    eg_now = np.asarray(gray.exp_gray)
+    lim_low = np.full(nb, fc.exp_gray_photometric_cut)
+    lim_high = np.full(nb, fc.exp_gray_high_cut)
+    if cycle == 0 and fc.freeze_std_atmosphere_cycle0:
+        # Standard atmosphere: the configured cuts on the gray itself; but a night whose
+        # extinction differs much from the standard would lose every exposure and never get
+        # its atmosphere fitted (flags are recomputed each cycle, so only a whole lost night
+        # is unrecoverable): such nights are cut on the gray relative to their clear-sky level.
+        new_low, new_high = lim_low, lim_high
+        trial = G.exposure_flags(gray, data, new_low, new_high,
+                                 fc.exp_var_gray_photometric_cut, fc.min_star_per_exp,
+                                 fc.min_exp_per_night)
+        lost = (trial & G.EXP_TOO_FEW_EXP_ON_NIGHT) != 0
+        has = (np.asarray(gray.exp_n_obs) > 0) & (eg_now > fc.exp_gray_initial_cut)
+        reference = np.where(lost, G.night_band_reference(eg_now, has, data), 0.0)
+    else:
+        reference = None
+        fit_exp = (exp_flags == 0) & np.asarray(data.fit_bands)[np.asarray(data.exp_band)]
+        new_low, new_high = G.cuts_from_exposure_gray(
+            eg_now, fit_exp, data, lim_low, lim_high, fc.auto_photometric_cut_nsig,
+            fc.auto_high_cut_nsig)
+    new_flags = G.exposure_flags(gray, data, new_low, new_high, fc.exp_var_gray_photometric_cut,
+                                 fc.min_star_per_exp, fc.min_exp_per_night, reference=reference)
 
     # ---- next cycle's inputs ----
-    new_low, new_high = G.updated_cuts(rep, np.full(nb, fc.exp_gray_photometric_cut),
-                                       np.full(nb, fc.exp_gray_high_cut),
-                                       fc.auto_photometric_cut_nsig, fc.auto_high_cut_nsig)
     new_sed = sed_slopes(res.sb_mean, res.sb_weight > 0, data)
     nxt = CycleState(params=params, exp_flags=new_flags, low_cut=new_low, high_cut=new_high,
                      sigma_fgcm=new_sig, sed_slope=new_sed, outlier=new_outlier)

@@ -97,11 +97,11 @@ class FitData(eqx.Module):
     exp_mjd: jax.Array
     exp_exptime: jax.Array
     exp_pressure: jax.Array
-    exp_seeing: jax.Array  # visit PSF FWHM minus its band median (arcsec; 0 if unknown)
     exp_aper_group: jax.Array  # aperture-correction group: the band, or 0 if shared
     exp_secz: jax.Array  # boresight airmass
     # ---- (exposure, detector) pairs, dense: pair = exp * n_det + det ----
     pair_secz: jax.Array  # mean airmass of the pair's observations (boresight if none)
+    pair_seeing: jax.Array  # PSF FWHM of the pair minus its band median (arcsec; 0 if unknown)
     det_lut_slot: jax.Array  # LUT detector slot of each detector index
     # ---- per filter and band constants from the LUT ----
     filter_band: jax.Array
@@ -167,12 +167,14 @@ class FitData(eqx.Module):
         config,
         obs_dtype=np.float64,
         det_lut_slot=None,
+        psf_fwhm=None,
     ) -> FitData:
         """Build from plain arrays.
 
         ``visits`` has per-visit columns ``visit, filter_index, mjd, exptime, telra, teldec,
         telha, pressure`` (degrees, mbar) and optionally ``psf_fwhm`` (arcsec), the seeing that
-        drives the aperture correction. ``detector_shape`` is (n_det, 2) pixels (nx, ny) used
+        drives the aperture correction; ``psf_fwhm`` per observation (arcsec, optional) is the
+        seeing of its (visit, detector) and takes precedence over the visit's. ``detector_shape`` is (n_det, 2) pixels (nx, ny) used
         to scale x, y to [-1, 1] for the star-flat Chebyshev polynomials. ``det_lut_slot`` maps
         detector index -> LUT detector slot (default: the same index). A visit without a
         pressure gets the median of the others (with a warning), never a silent standard.
@@ -236,6 +238,9 @@ class FitData(eqx.Module):
         pair_secz = np.bincount(pair, weights=secz_obs, minlength=n_pairs) / np.maximum(cnt, 1)
         pair_secz = np.where(cnt > 0, pair_secz, np.repeat(exp_secz, n_det))
         dsecz = secz_obs - pair_secz[pair]
+        pair_seeing = _centred_seeing(
+            _pair_fwhm(psf_fwhm, pair, n_pairs, cols.get("psf_fwhm"), n_det),
+            np.repeat(exp_band, n_det))
 
         # star-band segments, observations sorted by them
         n_bands = len(bands)
@@ -300,12 +305,12 @@ class FitData(eqx.Module):
             exp_mjd=jnp.asarray(mjd),
             exp_exptime=jnp.asarray(cols["exptime"].astype(np.float64)),
             exp_pressure=jnp.asarray(cols["pressure"].astype(np.float64)),
-            exp_seeing=jnp.asarray(_centred_seeing(cols.get("psf_fwhm"), exp_band)),
             exp_aper_group=jnp.asarray(
                 (exp_band if fit_cfg.aperture_correction_per_band else 0 * exp_band)
                 .astype(np.int32)),
             exp_secz=jnp.asarray(exp_secz),
             pair_secz=jnp.asarray(pair_secz),
+            pair_seeing=jnp.asarray(pair_seeing),
             det_lut_slot=jnp.asarray(np.arange(n_det) if det_lut_slot is None
                                      else np.asarray(det_lut_slot), dtype=jnp.int32),
             filter_band=jnp.asarray(filter_band.astype(np.int32)),
@@ -374,6 +379,9 @@ class FitData(eqx.Module):
             vis["psf_fwhm"] = np.asarray(_col(visits, "psf_fwhm", "visits"), np.float64)
         except FitDataError:
             pass  # optional: no aperture correction
+        obs_fwhm = None
+        if "psf_fwhm" in obs:  # per (visit, detector); catalogs before format 2 lack it
+            obs_fwhm = np.asarray(obs["psf_fwhm"], np.float64)
         return cls.from_arrays(
             star_index=_col(obs, "star_index", "observations"),
             visit=_col(obs, "visit", "observations"),
@@ -396,6 +404,7 @@ class FitData(eqx.Module):
             config=config,
             obs_dtype=obs_dtype,
             det_lut_slot=_lut_slots(lut, det_ids),
+            psf_fwhm=obs_fwhm,
         )
 
     def with_obs_dtype(self, dtype) -> FitData:
@@ -408,12 +417,32 @@ class FitData(eqx.Module):
         )
 
 
+def _pair_fwhm(obs_fwhm, pair, n_pairs, visit_fwhm, n_det):
+    """PSF FWHM per (exposure, detector) pair: the observations' value (one per pair) where
+    given and finite, else the visit's; None if neither is known."""
+    out = None
+    if visit_fwhm is not None:
+        out = np.repeat(np.asarray(visit_fwhm, np.float64), n_det)
+    if obs_fwhm is not None:
+        f = np.asarray(obs_fwhm, np.float64)
+        ok = np.isfinite(f) & (f > 0)
+        cnt = np.bincount(pair[ok], minlength=n_pairs)
+        mean = np.bincount(pair[ok], weights=f[ok], minlength=n_pairs) / np.maximum(cnt, 1)
+        base = np.full(n_pairs, np.nan) if out is None else out
+        out = np.where(cnt > 0, mean, base)
+    return out
+
+
 def _centred_seeing(fwhm, exp_band):
-    """Per-visit PSF FWHM minus the median of its band (the pivot); unknown -> 0.
+    """PSF FWHM (per visit, or per (exposure, detector) pair) minus the median of its band
+    (the pivot); unknown -> 0.
 
     The aperture correction's seeing variable. fgcm uses the visit's delta-aperture by default;
     on the simulator's tract preset the PSF FWHM predicts the true aperture correction far
-    better (correlation -0.98 vs -0.25, and a quadratic in FWHM leaves 0.13 mmag RMS).
+    better (correlation -0.98 vs -0.25, and a quadratic in FWHM leaves 0.13 mmag RMS). The
+    seeing grows towards the field edge, so the aperture loss differs between detectors of one
+    visit (1-19 mmag on the tract preset): the FWHM is taken per detector (fgcmcal's
+    psfFwhmDetector) when the catalog has it.
     """
     if fwhm is None:
         return np.zeros(len(exp_band))

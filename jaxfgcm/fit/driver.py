@@ -8,6 +8,7 @@ zeropoints per (exposure, detector).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,12 +24,13 @@ from .loss import obs_variance, star_means
 from .model import (
     MAG_PER_LN,
     exposure_atmosphere,
-    exposure_instrument,
+    pair_instrument,
     pair_terms,
     standard_magnitudes,
     star_flat_at_centre,
 )
 from .params import FitParams
+from .starflat import MIN_STARS_PER_COEF
 
 jax.config.update("jax_enable_x64", True)
 
@@ -114,7 +116,9 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
             log(_format(rec, data))
         state = out.state
         have = np.isfinite(out.repeatability) & fit_bands
-        converged = bool(np.all((prev - out.repeatability)[have] < fc.convergence_tolerance))
+        # Not converged while the photometric set still changes (the next fit differs).
+        converged = (bool(np.all((prev - out.repeatability)[have] < fc.convergence_tolerance))
+                     and np.array_equal(out.state.exp_flags == 0, out.exp_flags == 0))
         prev = np.where(np.isfinite(out.repeatability), out.repeatability, prev)
         if converged and cycle > 0:
             break
@@ -175,6 +179,28 @@ def _format(rec, data):
             f"{rec['n_exposures']}; cuts (mmag) {cuts}; {solver}; {rec['seconds']:.1f} s")
 
 
+def _stars_per_flat_group(data: FitData, use: np.ndarray) -> np.ndarray:
+    """Distinct stars with a used observation in each star-flat group (epoch, filter, det)."""
+    n_groups = data.n_epochs * data.n_filters * data.n_det
+    grp = np.asarray(data.obs_flat_group)[use].astype(np.int64)
+    star = np.asarray(data.obs_star)[use].astype(np.int64)
+    pairs = np.unique(grp * data.n_stars + star)
+    return np.bincount(pairs // data.n_stars, minlength=n_groups)
+
+
+#: Planck constant (erg s), for the AB normalisation.
+PLANCK_ERG_S = 6.62607015e-27
+
+
+def zpt_ab_no_throughput(instrument) -> float:
+    """fgcm's zptABNoThroughput (fgcm-reference §1.2): 2.5 log10(A / (h g)) - 48.6 with A the
+    collecting area pi (D/2)^2 in cm^2, h in erg s and g the gain (e-/ADU). With the LUT's
+    I0 = int S dlambda/lambda, m_AB = -2.5 log10(ADU/s) + this + 2.5 log10 I0 for a flat-f_nu
+    source, so adding it makes the zeropoints and star magnitudes AB (HSC: 30.07 mag)."""
+    area_cm2 = math.pi * (50.0 * float(instrument.mirror_diameter_m)) ** 2
+    return 2.5 * math.log10(area_cm2 / (PLANCK_ERG_S * float(instrument.gain))) - 48.6
+
+
 def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult:
     fc = config.fit
     params = state.params
@@ -217,15 +243,16 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
     star_err = np.full((data.n_stars, data.n_bands), np.nan)
     star_n = np.zeros((data.n_stars, data.n_bands), np.int64)
     has = np.asarray(sw) > 0
-    star_mag[sb_star[has], sb_band[has]] = np.asarray(mean)[has]
+    zpt_ab = zpt_ab_no_throughput(config.instrument)
+    star_mag[sb_star[has], sb_band[has]] = np.asarray(mean)[has] + zpt_ab
     star_err[sb_star[has], sb_band[has]] = np.asarray(err)[has]
     star_n[sb_star, sb_band] = np.asarray(n_good)
 
     # zeropoints: 2.5 log10 I0 (detector centre) + throughput + filter offset + flat + gray
     terms = pair_terms(params, data, lut)
-    inst = np.asarray(exposure_instrument(params, data))
+    inst = np.asarray(pair_instrument(params, data)).reshape(nE, nD)
     flat_c = np.asarray(star_flat_at_centre(params, data)).reshape(nE, nD)
-    zpt = np.asarray(terms.mag_i0).reshape(nE, nD) + inst[:, None] + flat_c + gray_used
+    zpt = zpt_ab + np.asarray(terms.mag_i0).reshape(nE, nD) + inst + flat_c + gray_used
     # zeropoint error: gray error and sigma_FGCM over the mean number of observations per star
     nobs_sb = np.bincount(np.asarray(data.obs_sb), weights=np.asarray(use, float),
                           minlength=data.n_sb)
@@ -248,6 +275,16 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
                        np.where(phot_e, ZP_PHOTOMETRIC_NOTFIT, ZP_NONPHOTOMETRIC))[:, None]
     flag = np.where(night_bad[:, None], np.where(ccd_ok, ZP_NOFIT_NIGHT, ZP_CANNOT_COMPUTE), flag)
     flag = np.where(~have_gray & (flag < ZP_CANNOT_COMPUTE), ZP_TOO_FEW_STARS_ON_CCD, flag)
+    # A detector whose star flat (per epoch, filter) rests on too few stars has an unknown
+    # offset (the simulator's detector offsets alone scatter by 8 mmag; on the tiny preset
+    # detectors at the tract edge with 0-5 stars were off by up to 56 mmag).
+    n_flat = _stars_per_flat_group(data, np.asarray(use))
+    e_idx = np.repeat(np.arange(nE), nD)
+    d_idx = np.tile(np.arange(nD), nE)
+    group = ((np.asarray(data.exp_epoch)[e_idx] * data.n_filters
+              + np.asarray(data.exp_filter)[e_idx]) * nD + d_idx)
+    few = (n_flat[group] < MIN_STARS_PER_COEF).reshape(nE, nD)
+    flag = np.where(few & (flag < ZP_CANNOT_COMPUTE), ZP_TOO_FEW_STARS_ON_CCD, flag)
     flag = np.where(no_stars[:, None], ZP_CANNOT_COMPUTE, flag)
     bad = flag >= ZP_CANNOT_COMPUTE
     zpt = np.where(bad, np.nan, zpt)

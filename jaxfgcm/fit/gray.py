@@ -110,14 +110,18 @@ def compute_gray(res: Residuals, gray_use, data: FitData, min_star_per_ccd: int)
 
 
 def exposure_flags(gray: Gray, data: FitData, low_cut, high_cut, var_cut: float,
-                   min_star_per_exp: int, min_exp_per_night: int) -> np.ndarray:
-    """fgcm's expFlag bits from the gray terms; ``low_cut``/``high_cut`` are per band.
+                   min_star_per_exp: int, min_exp_per_night: int,
+                   reference: np.ndarray | None = None) -> np.ndarray:
+    """fgcm's expFlag bits from the gray terms; ``low_cut``/``high_cut`` are per band and
+    apply to the exposure gray minus ``reference`` (per exposure; default 0).
 
     TOO_FEW_EXP_ON_NIGHT is set on every exposure of a night with fewer than
     ``min_exp_per_night`` otherwise-photometric exposures (its atmosphere is not fitted).
     """
     band = np.asarray(data.exp_band)
     eg = np.asarray(gray.exp_gray)
+    if reference is not None:
+        eg = eg - np.asarray(reference)
     n = np.asarray(gray.exp_n_obs)
     flags = np.zeros(data.n_exp, dtype=np.int64)
     flags |= np.where(n == 0, EXP_NO_STARS, 0)
@@ -156,6 +160,66 @@ def updated_cuts(repeatability, low_limit, high_limit, nsig_low: float, nsig_hig
         out_low.append(max(lo, min(-math.ceil(nsig_low * s / step) * step, -0.005)))
         out_high.append(min(hi, max(math.ceil(nsig_high * s / step) * step, 0.005)))
     return np.asarray(out_low), np.asarray(out_high)
+
+
+def night_band_reference(exp_gray: np.ndarray, ok: np.ndarray, data: FitData) -> np.ndarray:
+    """Per exposure: the clear-sky exposure gray expected from its (night, band) when the
+    atmosphere is the standard one (cycle 0): secz_e x max over the (night, band)'s ``ok``
+    exposures of EGray / secz (0 where the (night, band) has fewer than 2).
+
+    With the standard atmosphere a night whose extinction differs from the standard has every
+    exposure offset in proportion to its airmass (measured on the simulator's tract preset:
+    -94 to -177 mmag on a clear night with tau 0.10, EGray / secz constant to 2 %); clouds only
+    make exposures fainter, so the upper envelope of EGray / secz is the clear-sky level, also
+    when most of the night's exposures in the band are cloudy.
+    """
+    night, band = np.asarray(data.exp_night), np.asarray(data.exp_band)
+    secz = np.asarray(data.exp_secz)
+    ratio = np.asarray(exp_gray) / secz
+    out = np.zeros(data.n_exp)
+    for n in np.unique(night):
+        for b in np.unique(band[night == n]):
+            group = (night == n) & (band == b)
+            sel = group & ok
+            if sel.sum() >= 2:
+                out[group] = secz[group] * float(np.max(ratio[sel]))
+    return out
+
+
+def cuts_from_exposure_gray(exp_gray: np.ndarray, photometric: np.ndarray, data: FitData,
+                            low_limit, high_limit, nsig_low: float, nsig_high: float,
+                            floor: float = 0.005):
+    """Exposure-gray cuts per band from the spread of the photometric exposures' gray (fgcm's
+    automatic cuts from the Gaussian width of the exposure-gray distribution, §5.1).
+
+    sigma = robust sigma of the band's photometric exposure gray (pooled over all bands where
+    a band has fewer than 5 photometric exposures). Low cut: -nsig_low sigma, never tighter
+    than ``floor`` nor looser than the configured one. High cut: the configured one, or
+    nsig_high sigma if larger. Deviation from fgcm (which tightens the high cut too): clouds
+    never make an exposure brighter, a positive gray is a model failure, and on the tiny
+    preset a tight high cut excluded the only clear exposure of a (night, band), whose gray
+    is then unconstrained by the night's fit and never came back (4 of 40 clear exposures
+    flagged). Using the
+    exposure-gray spread rather than the star repeatability matters: on the simulator's tract
+    preset the photometric exposures' gray scatters by ~2.5 mmag while the repeatability is
+    5-8 mmag, so repeatability-based cuts (20-30 mmag) let 10-40 mmag clouds through.
+    """
+    band = np.asarray(data.exp_band)
+    eg = np.asarray(exp_gray)
+    ok = np.asarray(photometric) & np.isfinite(eg)
+    pooled = robust_sigma(eg[ok])
+    lows, highs = [], []
+    for b, (lo, hi) in enumerate(zip(low_limit, high_limit)):
+        s = robust_sigma(eg[ok & (band == b)])
+        if not np.isfinite(s):
+            s = pooled
+        if not np.isfinite(s) or s <= 0:
+            lows.append(float(lo))
+            highs.append(float(hi))
+            continue
+        lows.append(max(float(lo), min(-nsig_low * s, -floor)))
+        highs.append(max(float(hi), nsig_high * s))
+    return np.asarray(lows), np.asarray(highs)
 
 
 def robust_sigma(x: np.ndarray) -> float:

@@ -85,12 +85,21 @@ def pair_terms(params: FitParams, data: FitData, lut, secz=None) -> PairTerms:
 
 
 def exposure_instrument(params: FitParams, data: FitData) -> jax.Array:
-    """Throughput (per band, wash interval, with slope in time), filter offset and aperture
-    correction, in mag."""
-    b, w, a = data.exp_band, data.exp_wash, data.exp_aper_group
+    """Throughput (per band, wash interval, with slope in time) and filter offset, in mag, per
+    exposure."""
+    b, w = data.exp_band, data.exp_wash
     return (params.throughput[b, w] + params.throughput_slope[b, w] * data.exp_dt_wash
-            + params.filter_offset[data.exp_filter]
-            + (params.aper_slope[a] + params.aper_quad[a] * data.exp_seeing) * data.exp_seeing)
+            + params.filter_offset[data.exp_filter])
+
+
+def pair_instrument(params: FitParams, data: FitData) -> jax.Array:
+    """:func:`exposure_instrument` plus the aperture correction (linear and quadratic in the
+    (exposure, detector) PSF FWHM), dense per pair, in mag."""
+    a = jnp.repeat(data.exp_aper_group, data.n_det, total_repeat_length=data.n_pairs)
+    s = data.pair_seeing
+    return (jnp.repeat(exposure_instrument(params, data), data.n_det,
+                       total_repeat_length=data.n_pairs)
+            + (params.aper_slope[a] + params.aper_quad[a] * s) * s)
 
 
 def standard_magnitudes(
@@ -111,8 +120,7 @@ def standard_magnitudes(
     t = pair_terms(params, data, lut) if terms is None else terms
     pair = data.obs_pair
     ds = data.obs_dsecz
-    base = t.mag_i0 + jnp.repeat(exposure_instrument(params, data), data.n_det,
-                                 total_repeat_length=data.n_pairs)
+    base = t.mag_i0 + pair_instrument(params, data)
     if pair_gray is not None:
         base = base + pair_gray
     mag_i0 = gather(base.astype(dt), pair) + gather(t.dmag_i0.astype(dt), pair) * ds

@@ -26,7 +26,7 @@ class FitParams(eqx.Module):
     Angstrom exponent alpha, ln(PWV/mm) intercept, slope and quadratic term. Per band and wash
     interval: throughput intercept and slope (mag, mag/day). Per filter: offset (mag). Per
     (epoch, filter, detector): star-flat Chebyshev coefficients (mag). Per band: the aperture
-    correction, linear and quadratic in (visit PSF FWHM - band median), shared by all bands
+    correction, linear and quadratic in (PSF FWHM of the (exposure, detector) - band median), shared by all bands
     unless ``fit.aperture_correction_per_band`` (fgcm's aperture correction, §5.1 step 14,
     fitted here jointly since it is linear in its parameters)."""
 
@@ -136,9 +136,9 @@ def free_mask(
     used_filter[exp_filter] = True
     fo = used_filter & ~np.asarray(data.filter_is_std) & fit_band[np.asarray(data.filter_band)]
     n_sf = data.n_epochs * data.n_filters * data.n_det
-    da = np.asarray(data.exp_seeing)
-    group = np.asarray(data.exp_aper_group)
-    use_e = fit_band[exp_band]
+    da = np.asarray(data.pair_seeing)
+    group = np.repeat(np.asarray(data.exp_aper_group), data.n_det)
+    use_e = np.repeat(fit_band[exp_band], data.n_det)
     spread = np.array([np.ptp(da[(group == k) & use_e]) if np.any((group == k) & use_e) else 0.0
                        for k in range(data.n_aper)])
     aper = (spread > 1e-3) & fit_aperture_correction

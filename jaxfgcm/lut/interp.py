@@ -13,60 +13,141 @@ error 6e-8 relative, half the memory and gathered bytes of float64), and the ari
 in the dtype of the inputs (float32 unless jax_enable_x64 is on and float64 is passed). float32
 vs float64 arithmetic differ by <= 1.1e-6 relative in I0 and <= 5e-5 A in I10, far below the
 interpolation error (RMS 5.6e-5 relative, 0.014 A), so this module does not enable x64.
+
+Speed (docs/performance.md): each point reads one contiguous stencil block of the table
+(``lax.dynamic_slice`` inside a batched ``lax.map``: XLA's CPU gather of scattered elements was
+~2x slower) and contracts it axis by axis with separable 1-D weights. Derivatives come from a
+custom JVP: the weights are cubic polynomials in the cell fraction, so a derivative of any order
+w.r.t. any axis is the same contraction with differentiated weights, and one pass over the
+gathered blocks yields the value together with every requested derivative (sharing partial
+contractions). The fit's pattern (a JVP in sec z, then reverse mode over the atmosphere) costs
+one such pass instead of autodiff through the contraction, which stored or re-gathered the
+blocks: 4-5x faster value + gradient on the tract preset (scripts/bench_lut.py,
+scripts/bench.py).
 """
 
 from __future__ import annotations
+
+import functools
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from jaxfgcm.lut.grid import AXIS_NAMES, to_coordinate
 
-#: Points per batch of the interpolation map (cache-sized; measured on CPU).
-_BATCH = 1024
+#: Points per batch of the interpolation map: the gathered blocks (256 x 1024 x 2 float32 = 2 MB)
+#: stay in cache; 128-1024 measured within the noise on CPU, 4096 1.5-3x slower.
+_BATCH = 256
+
+# Stencil weights as cubic polynomials in the cell fraction t: weight k = sum_p M[k, p] t^p, so
+# derivatives of any order are exact and cheap (d^o/dt^o of the monomials). Hermite basis
+# h00, h10, h01, h11 in monomial coefficients (rows) [1, t, t^2, t^3]:
+_HERMITE = np.array([[1, 0, -3, 2], [0, 1, -2, 1], [0, 0, 3, -2], [0, 0, -1, 1]], np.float64)
+# Stencil weights as combinations of (h00, h10, h01, h11), one 4x4 matrix per interval type.
+# Interior: Catmull-Rom slopes (f[k+1]-f[k-1])/2 at both ends of the interval.
+# First interval: slope at node 0 from (-3 f0 + 4 f1 - f2)/2 (exact for quadratics).
+# Last interval: slope at node n-1 from (f1 - 4 f2 + 3 f3)/2.
+_COMBOS = np.array([
+    [[1, -1.5, 0, -0.5], [0, 2, 1, 0], [0, -0.5, 0, 0.5], [0, 0, 0, 0]],  # first
+    [[0, -0.5, 0, 0], [1, 0, 0, -0.5], [0, 0.5, 1, 0], [0, 0, 0, 0.5]],  # interior
+    [[0, 0, 0, 0], [0, -0.5, 0, 0.5], [1, 0, 0, -2], [0, 0.5, 1, 1.5]],  # last
+])
+#: (interval type, stencil node, monomial power) coefficients of the cubic stencil weights.
+_CUBIC_POLY = _COMBOS @ _HERMITE
+#: Linear stencil: weights 1 - t and t.
+_LINEAR_POLY = np.array([[[1.0, -1.0, 0, 0], [0, 1.0, 0, 0]]])
 
 
-def _hermite(t):
-    t2 = t * t
-    t3 = t2 * t
-    h00 = 2 * t3 - 3 * t2 + 1
-    h10 = t3 - 2 * t2 + t
-    h01 = -2 * t3 + 3 * t2
-    h11 = t3 - t2
-    return h00, h10, h01, h11
+def _monomial_derivatives(t, order):
+    """[d^o/dt^o t^p for p = 0..3], stacked on the last axis."""
+    one, zero = jnp.ones_like(t), jnp.zeros_like(t)
+    rows = {0: (one, t, t * t, t * t * t), 1: (zero, one, 2 * t, 3 * t * t),
+            2: (zero, zero, 2 * one, 6 * t), 3: (zero, zero, zero, 6 * one)}
+    return jnp.stack(rows.get(order, (zero,) * 4), axis=-1)
 
 
-def _cubic_stencil(u, n):
-    """First node index and 4 weights of the C1 cubic through the 4-node stencil around u."""
-    k = jnp.clip(jnp.floor(jax.lax.stop_gradient(u)), 0, n - 2)
-    t = u - k
-    s = jnp.clip(k - 1, 0, n - 4)
-    j = (k - s)[..., None]  # 0: first interval, 1: interior, 2: last interval
-    h00, h10, h01, h11 = _hermite(t)
-    # Interior: Catmull-Rom slopes (f[k+1]-f[k-1])/2 at both ends of the interval.
-    interior = jnp.stack([-h10 / 2, h00 - h11 / 2, h01 + h10 / 2, h11 / 2], axis=-1)
-    # First interval: slope at node 0 from (-3 f0 + 4 f1 - f2)/2 (exact for quadratics).
-    first = jnp.stack(
-        [h00 - 1.5 * h10 - 0.5 * h11, 2 * h10 + h01, -0.5 * h10 + 0.5 * h11, 0 * t], axis=-1
-    )
-    # Last interval: slope at node n-1 from (f1 - 4 f2 + 3 f3)/2.
-    last = jnp.stack(
-        [0 * t, -0.5 * h10 + 0.5 * h11, h00 - 2 * h11, h01 + 0.5 * h10 + 1.5 * h11], axis=-1
-    )
-    w = jnp.where(j == 0, first, jnp.where(j == 1, interior, last))
-    idx = s.astype(jnp.int32)[..., None] + jnp.arange(4, dtype=jnp.int32)
-    return idx, w
+def _stencil_weights(poly, kind, t, order):
+    """(n, stencil) weights (order 0) or their order-th derivatives in t."""
+    coef = jnp.asarray(poly, t.dtype)[kind]  # (n, stencil, 4)
+    return jnp.einsum("nkp,np->nk", coef, _monomial_derivatives(t, order))
 
 
-def _linear_stencil(u, n):
+def _axis_cell(u, n, cubic):
+    """Stencil start, interval type (index into the weight polynomials) and fraction t."""
     if n == 1:
-        return jnp.zeros(u.shape + (1,), jnp.int32), jnp.ones(u.shape + (1,), u.dtype)
+        zero = jnp.zeros(u.shape, jnp.int32)
+        return zero, zero, jnp.zeros_like(u)
     k = jnp.clip(jnp.floor(jax.lax.stop_gradient(u)), 0, n - 2)
     t = u - k
-    idx = k.astype(jnp.int32)[..., None] + jnp.arange(2, dtype=jnp.int32)
-    return idx, jnp.stack([1 - t, t], axis=-1)
+    if not cubic:
+        return k.astype(jnp.int32), jnp.zeros(u.shape, jnp.int32), t
+    s = jnp.clip(k - 1, 0, n - 4)
+    kind = (k - s).astype(jnp.int32)  # 0: first interval, 1: interior, 2: last interval
+    return s.astype(jnp.int32), kind, t
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _contract(block, cubic, orders, table, fi, di, starts, kinds, ts):
+    """Derivatives of the interpolant in the cell fractions ``ts``, for each multi-index in
+    ``orders`` (a tuple of per-axis derivative orders; (0,)*6 is the value): (n, len(orders), 2).
+
+    A custom JVP so that a derivative of any order is one more pass over the same gathered
+    stencil blocks with derivative weights (the block is read once per pass, and the pass
+    computes all requested multi-indices sharing the partial contractions); plain autodiff of
+    the contraction instead stored or re-gathered the blocks and took ~2.5x longer.
+    """
+    dtype = ts[0].dtype
+    n_axes = len(block)
+    weights = {}
+    for a in range(n_axes):
+        for o in sorted({m[a] for m in orders}):
+            if block[a] == 1:
+                w = jnp.full(ts[a].shape + (1,), 1.0 if o == 0 else 0.0, dtype)
+            else:
+                poly = _CUBIC_POLY if cubic[a] else _LINEAR_POLY
+                w = _stencil_weights(poly, kinds[a], ts[a], o)
+            weights[(a, o)] = w
+    prefixes = [sorted({m[:a + 1] for m in orders}) for a in range(n_axes)]
+    zero = jnp.zeros((), jnp.int32)
+
+    def one(args):
+        f, d, s, w = args
+        nodes = jax.lax.dynamic_slice(table, (f, d, *s, zero), (1, 1) + block + (2,))[0, 0]
+        partial = {(): nodes}
+        # Contract the leading (slowest-varying) axis first: each term is a scalar times a
+        # contiguous slab, which vectorises; prefixes shared by several multi-indices are
+        # contracted once.
+        for a in range(n_axes):
+            partial = {
+                p: sum(w[(a, p[-1])][k] * partial[p[:-1]][k].astype(dtype)
+                       for k in range(block[a]))
+                for p in prefixes[a]
+            }
+        return jnp.stack([partial[m] for m in orders])
+
+    return jax.lax.map(one, (fi, di, tuple(starts), weights), batch_size=_BATCH)
+
+
+def _contract_jvp(block, cubic, orders, primals, tangents):
+    table, fi, di, starts, kinds, ts = primals
+    dts = tangents[-1]
+    active = [a for a, dt in enumerate(dts) if not isinstance(dt, SymbolicZero)]
+    raised = [tuple(o + (i == a) for i, o in enumerate(m)) for a in active for m in orders]
+    extended = tuple(dict.fromkeys(orders + tuple(raised)))
+    out = _contract(block, cubic, extended, table, fi, di, starts, kinds, ts)
+    pos = {m: i for i, m in enumerate(extended)}
+    primal = out[:, [pos[m] for m in orders]]
+    tangent = jnp.zeros_like(primal)
+    for a in active:
+        idx = [pos[tuple(o + (i == a) for i, o in enumerate(m))] for m in orders]
+        tangent = tangent + out[:, idx] * dts[a].astype(out.dtype)[:, None, None]
+    return primal, tangent
+
+
+_contract.defjvp(_contract_jvp, symbolic_zeros=True)
 
 
 class LutInterpolator(eqx.Module):
@@ -118,32 +199,23 @@ class LutInterpolator(eqx.Module):
         shape = arrays[0].shape
         fi, di, *vals = (a.reshape(-1) for a in arrays)
 
-        starts, weights = [], []
+        starts, kinds, ts, polys = [], [], [], []
         for a in range(len(AXIS_NAMES)):
             n = self.grid_shape[a]
             v = jnp.clip(vals[a], self.value_min[a], self.value_max[a])
             u = (to_coordinate(self.coordinates[a], v, jnp) - self.coord_min[a]) / self.coord_step[a]
-            idx, w = (_cubic_stencil if self.cubic[a] else _linear_stencil)(u, n)
-            starts.append(idx[:, 0])
-            weights.append(w)
-        block = tuple(w.shape[-1] for w in weights)
+            cubic = self.cubic[a] and n > 1
+            s, kind, t = _axis_cell(u, n, cubic)
+            starts.append(s)
+            kinds.append(kind)
+            ts.append(t)
+            polys.append(cubic)
+        block = tuple(1 if n == 1 else (4 if self.cubic[a] else 2)
+                      for a, n in enumerate(self.grid_shape))
         table = jax.lax.stop_gradient(self.table)
-
-        # Per point: one contiguous (stencil block x [ln I0, I10]) slice of the table, contracted
-        # with the per-axis weights, last axis first. Mapped in batches of _BATCH points so the
-        # gathered blocks (up to 1024 x 2 values per point) stay in cache: ~3x faster on CPU than
-        # gathering all points at once (measured while writing scripts/bench_lut.py).
-        def one(args):
-            f, d, s, w = args
-            zero = jnp.zeros((), jnp.int32)
-            start = (f.astype(jnp.int32), d.astype(jnp.int32), *s, zero)
-            nodes = jax.lax.dynamic_slice(table, start, (1, 1) + block + (2,))[0, 0]
-            nodes = nodes.astype(dtype)
-            for wa in reversed(w):
-                nodes = jnp.einsum("...kc,k->...c", nodes, wa)
-            return nodes
-
-        nodes = jax.lax.map(one, (fi, di, tuple(starts), tuple(weights)), batch_size=_BATCH)
-        return jnp.exp(nodes[:, 0]).reshape(shape), nodes[:, 1].reshape(shape)
+        out = _contract(block, tuple(polys), ((0,) * len(block),), table,
+                        fi.astype(jnp.int32), di.astype(jnp.int32), tuple(starts),
+                        tuple(kinds), tuple(ts))[:, 0]
+        return jnp.exp(out[:, 0]).reshape(shape), out[:, 1].reshape(shape)
 
     __call__ = interp

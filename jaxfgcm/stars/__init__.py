@@ -36,7 +36,7 @@ from jaxfgcm.stars.catalog import (
 from jaxfgcm.stars.match import gnomonic, inverse_gnomonic, match_observations
 from jaxfgcm.stars.photometry import instrumental_magnitudes
 from jaxfgcm.stars.select import SOURCE_CUTS, select_sources, source_columns
-from jaxfgcm.stars.visits import select_visits, visit_table
+from jaxfgcm.stars.visits import detector_psf_fwhm, select_visits, visit_table
 
 __all__ = [
     "OBSERVATION_CUTS",
@@ -275,6 +275,8 @@ def build_stars(
         "x": obs["x"][o],
         "y": obs["y"][o],
         "delta_aper": obs["delta_aper"][o],
+        "psf_fwhm": detector_psf_fwhm(vs, obs_visit[o], obs["detector"][o], config).astype(
+            OBSERVATION_DTYPES["psf_fwhm"]),
         "mjd": vtab["mjd"][obs_visit_row[o]],
         "source_id": obs["source_id"][o],
     })

@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 
 from jaxfgcm.repo import atomic_write
 
-CATALOG_FORMAT_VERSION = 1
+#: 2: observations carry psf_fwhm (per visit and detector).
+CATALOG_FORMAT_VERSION = 2
 MANIFEST = "catalog.json"
 TABLE_FILES = {"stars": "stars.parquet", "observations": "observations.parquet",
                "visits": "visits.parquet"}
@@ -44,6 +45,7 @@ OBSERVATION_DTYPES = {
     "x": np.float32,
     "y": np.float32,
     "delta_aper": np.float32,
+    "psf_fwhm": np.float32,  # arcsec, of the observation's (visit, detector); NaN if unknown
     "mjd": np.float64,
     "source_id": np.int64,
 }

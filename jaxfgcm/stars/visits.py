@@ -69,6 +69,34 @@ def select_visits(
     return uniq[keep], counts, skipped
 
 
+def detector_psf_fwhm(
+    visit_summary: dict[str, np.ndarray], visit: np.ndarray, detector: np.ndarray, config: Config
+) -> np.ndarray:
+    """PSF FWHM (arcsec) of each (visit, detector) pair given, from the visit summary's
+    psfSigma * pixelScale * sqrt(8 ln 2) (``instrument.pixel_scale_arcsec`` where pixelScale is
+    NaN); NaN where the summary has no such row or no PSF.
+
+    The seeing varies across the field (optics, focus), so the aperture loss of a fixed aperture
+    varies from detector to detector; fgcmcal carries the same per-detector quantity
+    (psfFwhmDetector) for this reason.
+    """
+    vs = visit_summary
+    scale = np.asarray(vs["pixelScale"], dtype=np.float64)
+    scale = np.where(np.isfinite(scale), scale, config.instrument.pixel_scale_arcsec)
+    fwhm = np.asarray(vs["psfSigma"], dtype=np.float64) * scale * SIGMA_TO_FWHM
+    n_det_key = int(max(np.max(vs["detector"], initial=0), np.max(detector, initial=0))) + 1
+    key = np.asarray(vs["visit"], np.int64) * n_det_key + np.asarray(vs["detector"], np.int64)
+    order = np.argsort(key, kind="stable")
+    want = np.asarray(visit, np.int64) * n_det_key + np.asarray(detector, np.int64)
+    pos = np.clip(np.searchsorted(key[order], want), 0, max(key.size - 1, 0))
+    out = np.full(want.size, np.nan)
+    if key.size:
+        hit = key[order][pos] == want
+        out[hit] = fwhm[order][pos][hit]
+    out[~(out > 0)] = np.nan
+    return out
+
+
 def visit_table(
     visit_summary: dict[str, np.ndarray], visits: np.ndarray, config: Config
 ) -> dict[str, np.ndarray]:
