@@ -1,0 +1,110 @@
+"""The per-exposure LUT path (LutInterpolator.exposure_terms / pairs_from_exposures, a low-rank
+form over detector slots) against the per-pair interpolation it replaces: values, the sec z
+derivative and the gradient w.r.t. the atmosphere, on the real HSC-like LUT (all filters, all
+detectors). Also the second derivatives of the per-pair path (its custom JVP) against finite
+differences of its first derivatives."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxfgcm.camera import hsc_like_camera
+from jaxfgcm.config import Config
+from jaxfgcm.lut import AXIS_NAMES, LutInterpolator, build_lut
+from jaxfgcm.throughput import hsc_like_throughput
+
+
+@pytest.fixture(scope="module")
+def interp():
+    camera = hsc_like_camera()
+    lut = build_lut(Config(), hsc_like_throughput(camera), camera)
+    return LutInterpolator.from_lut(lut), lut
+
+
+def _exposures(lut, n_exp, rng):
+    cfg = Config().lut
+    atm = [rng.uniform(getattr(cfg, a).min, getattr(cfg, a).max, n_exp) for a in AXIS_NAMES[:5]]
+    # detector airmasses around the exposure's, some crossing grid nodes
+    secz0 = rng.uniform(cfg.secz.min, cfg.secz.max - 0.1, n_exp)
+    n_det = lut.detector_ids.size + 1
+    secz = secz0[:, None] + rng.uniform(0, 0.1, (n_exp, n_det))
+    filt = rng.integers(0, len(lut.physical_filters), n_exp)
+    return filt, np.arange(n_det), atm, secz
+
+
+def test_exposure_path_matches_pairs(interp):
+    it, lut = interp
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        filt, slots, atm, secz = _exposures(lut, 24, rng)
+        atm = [jnp.asarray(a, jnp.float64) for a in atm]
+        secz = jnp.asarray(secz, jnp.float64)
+        n_exp, n_det = secz.shape
+
+        def pairs(atm, s):
+            args = [jnp.repeat(a, n_det) for a in atm]
+            i0, i10 = it.interp(np.repeat(filt, n_det), np.tile(slots, n_exp), *args,
+                                s.reshape(-1))
+            return jnp.log(i0).reshape(n_exp, n_det), i10.reshape(n_exp, n_det)
+
+        def exposures(atm, s):
+            terms = it.exposure_terms(filt, *atm)
+            i0, i10 = it.pairs_from_exposures(terms, filt, slots, s)
+            return jnp.log(i0), i10
+
+        ref = pairs(atm, secz)
+        got = exposures(atm, secz)
+        # bars: the low-rank form's tolerance plus the float32 log of the per-pair table
+        assert np.abs(np.asarray(got[0] - ref[0])).max() < 5e-7  # ln I0 = relative I0
+        assert np.abs(np.asarray(got[1] - ref[1])).max() < 2e-4  # I10, Angstrom
+        one = jnp.ones_like(secz)
+        d_ref = jax.jvp(lambda s: pairs(atm, s), (secz,), (one,))[1]
+        d_got = jax.jvp(lambda s: exposures(atm, s), (secz,), (one,))[1]
+        assert np.abs(np.asarray(d_got[0] - d_ref[0])).max() < 5e-6  # per unit sec z
+        assert np.abs(np.asarray(d_got[1] - d_ref[1])).max() < 2e-3
+
+        def loss(fn):
+            return lambda a: sum(jnp.sum(x * w) for x, w in zip(fn(a, secz), (1.0, 0.01)))
+
+        g_ref = jax.grad(loss(pairs))(atm)
+        g_got = jax.grad(loss(exposures))(atm)
+        for a, b in zip(g_got, g_ref):
+            scale = float(jnp.max(jnp.abs(b))) + 1e-12
+            assert float(jnp.max(jnp.abs(a - b))) < 1e-4 * scale
+
+
+def test_second_derivatives_of_interp(interp):
+    """The custom JVP recurses for higher orders (the fit differentiates a JVP in sec z):
+    d/dx of the analytic first derivative equals its finite difference."""
+    it, _ = interp
+    rng = np.random.default_rng(5)
+    with jax.enable_x64(True):
+        cfg = Config().lut
+        def inner(a):
+            lo, hi = getattr(cfg, a).min, getattr(cfg, a).max
+            return jnp.asarray(rng.uniform(lo + 0.05 * (hi - lo), hi - 0.05 * (hi - lo), 40))
+
+        x = [inner(a) for a in AXIS_NAMES]
+        fi, di = rng.integers(0, 7, 40), rng.integers(0, 104, 40)
+
+        def dsecz(args):  # d ln I0 / d secz
+            f = lambda s: jnp.log(it.interp(fi, di, *args[:5], s)[0])
+            return jax.jvp(f, (args[5],), (jnp.ones_like(args[5]),))[1]
+
+        for a in (1, 3, 4, 5):  # pwv, tau, alpha, secz (cubic axes)
+            tangent = [jnp.zeros_like(v) for v in x]
+            tangent[a] = jnp.ones_like(x[a])
+            analytic = jax.jvp(dsecz, (x,), (tangent,))[1]
+            h = 1e-5 * float(jnp.mean(x[a]))
+            xp = list(x)
+            xm = list(x)
+            xp[a], xm[a] = x[a] + h, x[a] - h
+            numeric = (dsecz(xp) - dsecz(xm)) / (2 * h)
+            # C1 interpolant: the second derivative jumps at nodes, where a central difference
+            # straddling one is off: compare the median over the points
+            scale = float(jnp.max(jnp.abs(numeric))) + 1e-12
+            err = np.abs(np.asarray(analytic - numeric))
+            assert np.median(err) < 1e-4 * scale, (AXIS_NAMES[a], np.median(err), scale)
