@@ -91,7 +91,7 @@ def whole_fit(data, lut, cfg):
     return res
 
 
-def truth_bars(repo_dir, cat, cam, data, res):
+def truth_bars(repo_dir, cat, cam, data, res, cfg):
     import pyarrow.parquet as pq
     from scipy.spatial import cKDTree
 
@@ -162,19 +162,21 @@ def truth_bars(repo_dir, cat, cam, data, res):
           {b: round(1e3 * float(r), 2) for b, r in zip(data.bands, res.repeatability[-1])})
     print("       noise floor of the same statistic (the observations' own errors, same "
           "selection):", {b: round(1e3 * float(r), 2)
-                           for b, r in zip(data.bands, repeatability_noise_floor(data, res))})
+                           for b, r in zip(data.bands, repeatability_noise_floor(
+                               data, res, cfg.fit.sigma0_phot))})
 
 
-def repeatability_noise_floor(data, res, seed=1):
+def repeatability_noise_floor(data, res, sigma0=0.003, seed=1):
     """The fit's repeatability statistic (robust sigma of star mean minus observation for
     reserved stars on photometric exposures, sigma_E < 10 mmag, |EGray| < 50 mmag) on pure
     Gaussian noise with each observation's error: what perfect calibration would give."""
     valid = np.asarray(data.obs_valid)
-    err = np.sqrt(np.asarray(data.obs_err, float) ** 2 + 0.003 ** 2)
+    inst = np.asarray(data.obs_err, float)
+    err = np.sqrt(inst ** 2 + sigma0 ** 2)  # the fit's error model: selection and weights
     sel = (valid & np.asarray(res.star_reserved)[np.asarray(data.obs_star)]
            & (res.exp_flags == 0)[np.asarray(data.obs_exp)] & (err < 0.01))
     sb = np.asarray(data.obs_sb)
-    noise = np.random.default_rng(seed).normal(0.0, 1.0, len(err)) * err
+    noise = np.random.default_rng(seed).normal(0.0, 1.0, len(err)) * inst
     w = np.where(sel, 1.0 / err ** 2, 0.0)
     mean = np.bincount(sb, w * noise) / np.maximum(np.bincount(sb, w), 1e-30)
     n = np.bincount(sb, sel.astype(float))
@@ -228,7 +230,7 @@ def main(argv=None):
         return
     res = whole_fit(data, lut, cfg)
     if a.repo:
-        truth_bars(a.repo, cat, cam, data, res)
+        truth_bars(a.repo, cat, cam, data, res, cfg)
 
 
 if __name__ == "__main__":

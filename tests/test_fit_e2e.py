@@ -1,8 +1,9 @@
 """End-to-end truth test of the fit on the simulator's tiny preset: simulate (physics, not the
 fit's model) -> build stars -> FitData -> run_fit_cycles, compared with truth/.
 
-The tiny preset has only 4 exposures per band (1-3 of them cloudy in some bands), so the bars
-here are looser than the issue's tract-preset bars (measured by scripts/bench_fit.py --truth).
+The tiny preset has only 2 exposures per band and night (10 per night, 7 atmosphere parameters
+per night; several bands cloudy on some nights), so the bars here are looser than the issue's
+tract-preset bars (measured by scripts/bench_fit.py --repo).
 """
 
 import numpy as np
@@ -46,12 +47,16 @@ def test_zeropoints_match_truth(fitted):
     di = {int(x): j for j, x in enumerate(np.asarray(cam.ids))}
     i = np.array([vi[int(v)] for v in tz["visit"]])
     j = np.array([di[int(x)] for x in tz["detector"]])
-    # ours: m_std = m_inst(count rate) + zeropoint; truth adds the AB constant of fgcm
-    d = res.zeropoint[i, j] - (tz["zeropoint"] - tz["zpt_ab_no_throughput"])
+    # both AB (the fit adds fgcm's zptABNoThroughput)
+    d = res.zeropoint[i, j] - tz["zeropoint"]
     flag = res.zeropoint_flag[i, j]
     assert np.mean(flag < 16) > 0.9
     for b in np.unique(tz["band"]):
         ok = (tz["band"] == b) & (flag < 16)
+        # The absolute level left: the 12-px aperture loss at the band's median seeing (which
+        # relative calibration cannot see, -20 to -110 mmag) and the mirror decline; measured
+        # +22 to +103 mmag. Without the AB term it would be ~ -30 mag.
+        assert abs(np.median(d[ok])) < 0.2, b
         x = d[ok] - np.median(d[ok])
         assert np.sqrt(np.mean(x ** 2)) < 0.012, b
         # per exposure (mean over detectors): the gray/atmosphere part

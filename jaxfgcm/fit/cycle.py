@@ -177,8 +177,19 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
 
     # ---- outliers (against the detector gray) and exposure flags ----
     pg = gray.pair_gray[data.obs_pair]
-    new_outlier = data.obs_valid & (jnp.abs(res.egray - pg) > OUTLIER_NSIG * jnp.sqrt(
-        jnp.maximum(res.var_e, 0) + jnp.asarray(new_sig)[data.obs_band] ** 2))
+    sigma = jnp.sqrt(var + jnp.asarray(new_sig)[data.obs_band] ** 2)
+    # Against the median of the star's photometric observations (previous outliers included,
+    # so that a wrong outlier set cannot perpetuate itself); the mean-based test only for
+    # star-bands with fewer than 3 photometric observations.
+    phot_all = data.obs_valid & photometric[data.obs_exp]
+    by_median = G.median_outliers(m_std + pg, sigma, phot_all, data.obs_sb, data.n_sb,
+                                  OUTLIER_NSIG)
+    n_phot = np.bincount(np.asarray(data.obs_sb), weights=np.asarray(phot_all, float),
+                         minlength=data.n_sb)[np.asarray(data.obs_sb)]
+    by_mean = np.asarray(data.obs_valid & (jnp.abs(res.egray - pg) > OUTLIER_NSIG * jnp.sqrt(
+        jnp.maximum(res.var_e, 0) + jnp.asarray(new_sig)[data.obs_band] ** 2)))
+    new_outlier = jnp.asarray(np.asarray(data.obs_valid)
+                              & np.where(n_phot >= 3, by_median, by_mean))
     eg_now = np.asarray(gray.exp_gray)
     lim_low = np.full(nb, fc.exp_gray_photometric_cut)
     lim_high = np.full(nb, fc.exp_gray_high_cut)

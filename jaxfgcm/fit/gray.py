@@ -222,6 +222,33 @@ def cuts_from_exposure_gray(exp_gray: np.ndarray, photometric: np.ndarray, data:
     return np.asarray(lows), np.asarray(highs)
 
 
+def median_outliers(m_crunched, sigma, use, sb, n_sb: int, nsig: float) -> np.ndarray:
+    """Observations further than ``nsig`` sigma from the median of their star-band's ``use``
+    observations (star-bands with at least 3 of them; others: all False).
+
+    The median, not the weighted mean: one unflagged corrupted observation (the simulator's
+    x0.6-1.6 fluxes) pulls a 14-observation mean by ~30 mmag, and in cycle 0 a corrupted
+    *brighter* observation becomes the star's only "bright" one, so that a mean-based test
+    flags every good observation instead, for good (measured: a star off by 51 mmag).
+    """
+    m = np.asarray(m_crunched, np.float64)
+    use = np.asarray(use, bool)
+    sb = np.asarray(sb)
+    idx = np.flatnonzero(use)
+    order = idx[np.lexsort((m[idx], sb[idx]))]
+    seg = sb[order]
+    n = np.bincount(seg, minlength=n_sb)
+    start = np.concatenate([[0], np.cumsum(n)[:-1]])
+    lo = order[np.minimum(start + (n - 1) // 2, max(len(order) - 1, 0))] if len(order) else None
+    hi = order[np.minimum(start + n // 2, max(len(order) - 1, 0))] if len(order) else None
+    med = np.full(n_sb, np.nan)
+    if len(order):
+        med = np.where(n > 0, 0.5 * (m[lo] + m[hi]), np.nan)
+    ok = n[sb] >= 3
+    dev = np.abs(m - med[sb])
+    return ok & np.isfinite(dev) & (dev > nsig * np.asarray(sigma))
+
+
 def robust_sigma(x: np.ndarray) -> float:
     """1.4826 x median absolute deviation (NaN for fewer than 5 values)."""
     x = np.asarray(x)
