@@ -103,6 +103,9 @@ class FitData(eqx.Module):
     pair_secz: jax.Array  # mean airmass of the pair's observations (boresight if none)
     pair_seeing: jax.Array  # PSF FWHM of the pair minus its band median (arcsec; 0 if unknown)
     det_lut_slot: jax.Array  # LUT detector slot of each detector index
+    # LUT table index of each of ``filters``: the fit may use a subset of the LUT's filters
+    # (--bands), so filter indices of the fit and of the LUT differ.
+    filter_lut_index: jax.Array
     # ---- per filter and band constants from the LUT ----
     filter_band: jax.Array
     filter_is_std: jax.Array  # bool: the filter defines its band's standard passband
@@ -168,6 +171,7 @@ class FitData(eqx.Module):
         obs_dtype=np.float64,
         det_lut_slot=None,
         psf_fwhm=None,
+        filter_lut_index=None,
     ) -> FitData:
         """Build from plain arrays.
 
@@ -313,6 +317,8 @@ class FitData(eqx.Module):
             pair_seeing=jnp.asarray(pair_seeing),
             det_lut_slot=jnp.asarray(np.arange(n_det) if det_lut_slot is None
                                      else np.asarray(det_lut_slot), dtype=jnp.int32),
+            filter_lut_index=jnp.asarray(np.arange(len(filters)) if filter_lut_index is None
+                                         else np.asarray(filter_lut_index), dtype=jnp.int32),
             filter_band=jnp.asarray(filter_band.astype(np.int32)),
             filter_is_std=jnp.asarray(np.asarray(filter_is_std, dtype=bool)),
             band_i10_std=jnp.asarray(np.asarray(band_i10_std, dtype=np.float64)),
@@ -405,6 +411,7 @@ class FitData(eqx.Module):
             obs_dtype=obs_dtype,
             det_lut_slot=_lut_slots(lut, det_ids),
             psf_fwhm=obs_fwhm,
+            filter_lut_index=[lut_filters.index(f) for f in filters],
         )
 
     def with_obs_dtype(self, dtype) -> FitData:

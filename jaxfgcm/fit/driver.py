@@ -30,6 +30,7 @@ from .model import (
     star_flat_at_centre,
 )
 from .params import FitParams
+from .sharding import obs_mesh, replicate, shard_fit_data
 from .starflat import MIN_STARS_PER_COEF
 
 jax.config.update("jax_enable_x64", True)
@@ -94,6 +95,12 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
     ``log`` receives one line per cycle (None: silent).
     """
     lut = _interpolator(lut)
+    if jax.device_count() > 1:
+        # One code path for 1..N devices: observations split over all devices, the rest
+        # replicated (jaxfgcm.fit.sharding; identical results to one device, tests/test_sharding).
+        mesh = obs_mesh()
+        data = shard_fit_data(data, mesh)
+        lut = replicate(lut, mesh)
     fc = config.fit
     t_start = time.perf_counter()
     state = CycleState(params=params if params is not None else

@@ -71,7 +71,7 @@ def pair_terms(params: FitParams, data: FitData, lut, secz=None) -> PairTerms:
     def rep(a):
         return jnp.repeat(a, nd, total_repeat_length=data.n_pairs)
 
-    filt = rep(data.exp_filter)
+    filt = rep(data.filter_lut_index[data.exp_filter])
     det = jnp.tile(data.det_lut_slot, data.n_exp)
     args = [rep(a) for a in atm]
     secz = data.pair_secz if secz is None else secz
