@@ -29,6 +29,8 @@ log = logging.getLogger("jaxfgcm.pipeline")
 CACHE_DIR = "cache"
 STARS_CACHE = "stars"
 CACHE_KEY_FILE = "stars_key.json"
+#: Snapshot of the fit after its last completed cycle (reused by ``--resume``).
+FIT_CHECKPOINT = "fit_checkpoint.pkl"
 
 
 class CalibrateError(ValueError):
@@ -237,7 +239,9 @@ def run_tract(
     log.info("fit: %d observations, %d stars, %d exposures, %d detectors, %d nights, bands %s",
              data.n_obs, data.n_stars, data.n_exp, data.n_det, data.n_nights,
              ",".join(data.bands))
-    result = run_fit_cycles(data, lut, config, log=logging.getLogger("jaxfgcm.fit").info)
+    checkpoint, resume_from = _fit_checkpoint(out_dir, repo, config, tract, data, resume)
+    result = run_fit_cycles(data, lut, config, log=logging.getLogger("jaxfgcm.fit").info,
+                            checkpoint=checkpoint, resume_from=resume_from)
     timings["fit"] = time.perf_counter() - t0
 
     # ---- truth (simulated repositories) ----
@@ -384,6 +388,47 @@ def _stars(repo, config, tract, out_dir: Path, resume: bool):
 
     write_json(key, key_path)
     return catalog
+
+
+def _fit_checkpoint(out_dir: Path, repo, config, tract, data, resume: bool):
+    """(checkpoint writer, snapshot to resume from or None) for the fit cycles.
+
+    The snapshot is reused only with ``--resume`` and when its key (star-table inputs, the whole
+    configuration, the data's size and the device count) matches; it is our own pickle file in
+    the output's cache directory, written atomically after every completed cycle.
+    """
+    import pickle
+
+    import jax
+
+    from jaxfgcm.atomic import atomic_write
+
+    path = out_dir / CACHE_DIR / FIT_CHECKPOINT
+    key = {"stars": _stars_cache_key(repo, config, tract)["digest"],
+           "config": hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True)
+                                    .encode()).hexdigest(),
+           "n_obs": int(data.n_obs), "n_exp": int(data.n_exp),
+           "devices": jax.device_count()}
+
+    def write(snapshot: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(pickle.dumps({"key": key, "snapshot": snapshot}))
+
+    snapshot = None
+    if resume and path.is_file():
+        try:
+            saved = pickle.loads(path.read_bytes())
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError,
+                TypeError, ValueError) as exc:  # a damaged cache is refitted, never fatal
+            log.info("fit: checkpoint %s not readable (%s); fitting from cycle 0", path, exc)
+        else:
+            if saved.get("key") == key:
+                snapshot = saved["snapshot"]
+                log.info("fit: resuming after completed cycle %d (%s)", snapshot["cycle"], path)
+            else:
+                log.info("fit: checkpoint %s is for other inputs; fitting from cycle 0", path)
+    return write, snapshot
 
 
 def _log_catalog(catalog) -> None:

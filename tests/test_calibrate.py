@@ -236,6 +236,21 @@ def test_resume_reuses_the_star_cache_and_interrupt_exits_130(tiny_run, tiny_rep
     assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
 
 
+def test_resume_continues_after_the_last_completed_cycle(tiny_run, tiny_repo, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_run, out)
+    assert (out / "cache" / "fit_checkpoint.pkl").is_file()
+    first = json.loads((out / "summary.json").read_text())
+    code, _, err = run_main(capsys, "--repo", tiny_repo, "--tract", TRACT, "--output", out,
+                            "--resume", *FAST)
+    assert code == 0, err
+    assert "reused cached tables" in err and "resuming after completed cycle" in err
+    again = json.loads((out / "summary.json").read_text())
+    for band, fig in first["truth"]["bands"].items():
+        assert again["truth"]["bands"][band]["zeropoint_rms"] == pytest.approx(
+            fig["zeropoint_rms"], abs=1e-9, nan_ok=True), band
+
+
 def test_no_visits_in_a_requested_band(tiny_repo, tmp_path, capsys):
     from jaxfgcm.repo import write_visit_summary
 

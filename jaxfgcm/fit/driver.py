@@ -8,6 +8,7 @@ zeropoints per (exposure, detector).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -88,11 +89,16 @@ class FitResult:
 
 
 def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None = print,
-                   params: FitParams | None = None, method: str | None = None) -> FitResult:
+                   params: FitParams | None = None, method: str | None = None,
+                   checkpoint: Callable[[dict], None] | None = None,
+                   resume_from: dict | None = None) -> FitResult:
     """Fit cycles until convergence, then the clean-up cycle and the products.
 
     ``lut`` is a :class:`jaxfgcm.lut.LutInterpolator` (or a LookupTable, converted here).
-    ``log`` receives one line per cycle (None: silent).
+    ``log`` receives one line per cycle (None: silent). ``checkpoint`` receives, after every
+    completed cycle, a picklable snapshot (NumPy only) of everything the next cycle needs;
+    ``resume_from`` = such a snapshot continues after that cycle, giving the same result as an
+    uninterrupted run (tests/test_fit.py).
     """
     lut = _interpolator(lut)
     if jax.device_count() > 1:
@@ -108,7 +114,14 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
     prev = np.full(data.n_bands, np.inf)
     reps, lows, highs, records = [], [], [], []
     fit_bands = np.asarray(data.fit_bands)
-    for cycle in range(fc.max_fit_cycles):
+    first, converged = 0, False
+    if resume_from is not None:
+        first, converged, state, prev, reps, lows, highs, records = _restore(resume_from, data)
+        if log is not None:
+            log(f"fit: resumed after cycle {first - 1}")
+    for cycle in range(first, fc.max_fit_cycles):
+        if converged and cycle > 1:
+            break
         low_used = state.low_cut if state.low_cut is not None else np.full(
             data.n_bands, fc.exp_gray_photometric_cut)
         high_used = state.high_cut if state.high_cut is not None else np.full(
@@ -127,6 +140,8 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
         converged = (bool(np.all((prev - out.repeatability)[have] < fc.convergence_tolerance))
                      and np.array_equal(out.state.exp_flags == 0, out.exp_flags == 0))
         prev = np.where(np.isfinite(out.repeatability), out.repeatability, prev)
+        if checkpoint is not None:
+            checkpoint(_snapshot(cycle, converged, state, prev, reps, lows, highs, records))
         if converged and cycle > 0:
             break
     low_used, high_used = state.low_cut, state.high_cut
@@ -147,6 +162,36 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
                           "fit": sum(r["fit_seconds"] for r in records),
                           "cycles": [r["seconds"] for r in records]}
     return result
+
+
+def _snapshot(cycle, converged, state, prev, reps, lows, highs, records) -> dict:
+    """Host (NumPy) copy of the loop state after ``cycle``: picklable, device independent."""
+    def host(x):
+        return None if x is None else np.asarray(x)
+
+    host_state = dataclasses.replace(
+        state, params=jax.tree_util.tree_map(np.asarray, state.params),
+        sed_slope=host(state.sed_slope), outlier=host(state.outlier))
+    return {"cycle": cycle, "converged": bool(converged), "state": host_state,
+            "prev": np.asarray(prev), "reps": list(reps), "lows": list(lows),
+            "highs": list(highs), "records": list(records)}
+
+
+def _restore(snap: dict, data: FitData):
+    state = snap["state"]
+    n_obs_rows = data.obs_mag.shape[0]
+    if state.outlier is not None and len(state.outlier) != n_obs_rows:
+        raise ValueError(f"fit checkpoint has {len(state.outlier)} observation rows, the data "
+                         f"{n_obs_rows}: it belongs to other data or another device count")
+
+    def dev(x):
+        return None if x is None else jnp.asarray(x)
+
+    state = dataclasses.replace(
+        state, params=jax.tree_util.tree_map(jnp.asarray, state.params),
+        sed_slope=dev(state.sed_slope), outlier=dev(state.outlier))
+    return (snap["cycle"] + 1, snap["converged"], state, snap["prev"], list(snap["reps"]),
+            list(snap["lows"]), list(snap["highs"]), list(snap["records"]))
 
 
 def _interpolator(lut):
