@@ -39,27 +39,19 @@ class CalibrateError(ValueError):
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input/output rather than a bug."""
-    errors: list[type[BaseException]] = [CalibrateError, OSError]
-    for module, name in (
-        ("jaxfgcm.config", "ConfigError"),
-        ("jaxfgcm.repo", "RepositoryError"),
-        ("jaxfgcm.camera", "CameraError"),
-        ("jaxfgcm.atmosphere", "AtmosphereTableError"),
-        ("jaxfgcm.lut", "LutMismatchError"),
-        ("jaxfgcm.lut", "LutFormatError"),
-        ("jaxfgcm.throughput", "ThroughputError"),
-        ("jaxfgcm.stars", "StarCatalogError"),
-        ("jaxfgcm.fit", "FitDataError"),
-        ("jaxfgcm.output.photocalib", "PhotoCalibError"),
-    ):
-        try:
-            mod = __import__(module, fromlist=[name])
-        except ImportError:
-            continue
-        exc = getattr(mod, name, None)
-        if isinstance(exc, type) and issubclass(exc, BaseException):
-            errors.append(exc)
-    return tuple(dict.fromkeys(errors))
+    from jaxfgcm.atmosphere import AtmosphereTableError
+    from jaxfgcm.camera import CameraError
+    from jaxfgcm.config import ConfigError
+    from jaxfgcm.fit import FitDataError
+    from jaxfgcm.lut import LutFormatError, LutMismatchError
+    from jaxfgcm.output.photocalib import PhotoCalibError
+    from jaxfgcm.repo import RepositoryError
+    from jaxfgcm.stars import StarCatalogError
+    from jaxfgcm.throughput import ThroughputError
+
+    return (CalibrateError, OSError, ConfigError, RepositoryError, CameraError,
+            AtmosphereTableError, LutMismatchError, LutFormatError, ThroughputError,
+            StarCatalogError, FitDataError, PhotoCalibError)
 
 
 @dataclass
