@@ -76,9 +76,22 @@ def pair_terms(params: FitParams, data: FitData, lut, secz=None) -> PairTerms:
     args = [rep(a) for a in atm]
     secz = data.pair_secz if secz is None else secz
 
-    def f(s):
-        i0, i10 = lut.interp(filt, det, *args, s)
-        return jnp.log(i0), i10
+    if hasattr(lut, "exposure_terms"):
+        # The atmosphere part once per exposure, outside the airmass JVP; detectors are added by
+        # the LUT's low-rank detector basis. Equal to the per-pair path to 1.2e-7 mag, 2.3x
+        # faster fit pass on the tract preset (docs/performance.md).
+        exp_filt = data.filter_lut_index[data.exp_filter]
+        terms = lut.exposure_terms(exp_filt, *atm)
+
+        def f(s):
+            i0, i10 = lut.pairs_from_exposures(terms, exp_filt, data.det_lut_slot,
+                                               s.reshape(data.n_exp, nd))
+            return jnp.log(i0).reshape(-1), i10.reshape(-1)
+    else:  # any interpolator with the plain interp(filter, detector, atmosphere..., secz)
+
+        def f(s):
+            i0, i10 = lut.interp(filt, det, *args, s)
+            return jnp.log(i0), i10
 
     (ln_i0, i10), (dln_i0, di10) = jax.jvp(f, (secz,), (jnp.ones_like(secz),))
     return PairTerms(MAG_PER_LN * ln_i0, MAG_PER_LN * dln_i0, i10, di10)
