@@ -92,7 +92,8 @@ def _exposure_gray(plt, pi: ProductInputs, camera):
             ax.axvline(1000 * high[-1, k], color="k", ls="--", lw=1)
         n_out = int(np.sum(sel & ((gray < bins[0]) | (gray > bins[-1]))))
         more = f", {n_out} beyond the axis" if n_out else ""
-        ax.set_title(f"{band}: exposure gray ({int(np.sum(sel))} visits{more})")
+        # Two lines: the count and the off-axis note overlap the neighbour panel on one line.
+        ax.set_title(f"{band}: exposure gray\n({int(np.sum(sel))} visits{more})", fontsize=10)
         ax.set_xlabel("EXP_GRAY (mmag; negative = fainter than model)")
         ax.set_ylabel("visits")
         ax.legend(fontsize=8)
