@@ -346,10 +346,7 @@ class Repository:
             raise RepositoryError(f"{self.path}: repository directory not found")
         if not meta_path.is_file():
             raise RepositoryError(f"{meta_path}: missing {REPO_YAML} (not a jaxfgcm repository)")
-        try:
-            meta = yaml.safe_load(meta_path.read_text())
-        except yaml.YAMLError as exc:
-            raise RepositoryError(f"{meta_path}: not valid YAML ({exc})") from exc
+        meta = _read_yaml(meta_path)
         if not isinstance(meta, dict):
             raise RepositoryError(f"{meta_path}: top level must be a mapping")
         version = meta.get("format_version")
@@ -420,10 +417,7 @@ class Repository:
         path = self.path / SKYMAP_FILE
         if not path.is_file():
             raise RepositoryError(f"{path}: file not found")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise RepositoryError(f"{path}: not valid YAML ({exc})") from exc
+        data = _read_yaml(path)
         tracts = data.get("tracts") if isinstance(data, dict) else None
         if not isinstance(tracts, dict):
             raise RepositoryError(f"{path}: missing mapping 'tracts' (tract id -> ra, dec, "
@@ -680,3 +674,11 @@ def write_truth(repo_path: str | os.PathLike, name: str, columns: Mapping[str, A
     path = Path(repo_path) / TRUTH_DIR / f"{name}.parquet"
     write_parquet(path, columns, None, metadata)
     return path
+
+
+def _read_yaml(path: Path):
+    """Parse a YAML file of the repository; invalid YAML is a RepositoryError naming it."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RepositoryError(f"{path}: not valid YAML ({exc})") from exc

@@ -77,14 +77,18 @@ def make_inputs(seed=1) -> ProductInputs:
     )
 
 
-def test_photocalib_formula_and_apply_recover_true_magnitudes():
-    pi = make_inputs()
-    table = photocalib_table(
+def table_of(pi):
+    return photocalib_table(
         visit=pi.pair_visit, detector=pi.pair_detector, physical_filter=pi.pair_filter(),
         band=pi.pair_band(), mjd=pi.pair_mjd(), exptime=pi.pair_exptime(),
         zeropoint=pi.pair_zeropoint, zeropoint_err=pi.pair_zeropoint_err, flag=pi.pair_flag,
         starflat_coeffs=pi.pair_starflat, bbox=pi.pair_bbox, i0=pi.pair_i0, i10=pi.pair_i10,
         i10_std=pi.pair_i10_std(), gray=pi.pair_gray)
+
+
+def test_photocalib_formula_and_apply_recover_true_magnitudes():
+    pi = make_inputs()
+    table = table_of(pi)
     rng = np.random.default_rng(5)
     n = 400
     row = rng.integers(0, len(pi.pair_visit), n)
@@ -131,12 +135,7 @@ def test_photocalib_formula_and_apply_recover_true_magnitudes():
 
 def test_apply_calibration_unknown_visit_and_missing_column():
     pi = make_inputs()
-    table = photocalib_table(
-        visit=pi.pair_visit, detector=pi.pair_detector, physical_filter=pi.pair_filter(),
-        band=pi.pair_band(), mjd=pi.pair_mjd(), exptime=pi.pair_exptime(),
-        zeropoint=pi.pair_zeropoint, zeropoint_err=pi.pair_zeropoint_err, flag=pi.pair_flag,
-        starflat_coeffs=pi.pair_starflat, bbox=pi.pair_bbox, i0=pi.pair_i0, i10=pi.pair_i10,
-        i10_std=pi.pair_i10_std(), gray=pi.pair_gray)
+    table = table_of(pi)
     src = {"visit": np.array([999, 100]), "detector": np.array([0, 0]),
            "x": np.array([5.0, 5.0]), "y": np.array([5.0, 5.0]),
            "apFlux_12_0_instFlux": np.array([100.0, 100.0])}
