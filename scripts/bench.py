@@ -76,7 +76,7 @@ def measure_pass(data, lut, cfg, repeats=5):
     """chi2 value+grad vs the bare floor, the LUT part, compile times and memory."""
     st = FitState(sed_slope=jnp.zeros(data.n_sb), obs_use=data.obs_valid,
                   sigma_fgcm=jnp.zeros(data.n_bands), sigma0=cfg.fit.sigma0_phot)
-    p = FitParams.standard(data, cfg.standard_atmosphere)
+    p = FitParams.standard(data, cfg.standard_atmosphere, cfg.fit.sed_slope_scale)
     vg = jax.jit(jax.value_and_grad(chi2))
     t0 = time.perf_counter()
     compiled = vg.lower(p, data, lut, st).compile()

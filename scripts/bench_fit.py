@@ -52,7 +52,7 @@ def bare_pass(x, mag, w, exp, sb, n_sb):
 def pass_benchmark(data, lut, cfg):
     st = FitState(sed_slope=jnp.zeros(data.n_sb), obs_use=data.obs_valid,
                   sigma_fgcm=jnp.zeros(data.n_bands), sigma0=cfg.fit.sigma0_phot)
-    p = FitParams.standard(data, cfg.standard_atmosphere)
+    p = FitParams.standard(data, cfg.standard_atmosphere, cfg.fit.sed_slope_scale)
     print(f"observations {data.n_obs} (padded {data.obs_mag.shape[0]}), stars {data.n_stars}, "
           f"exposures {data.n_exp}, detectors {data.n_det}, nights {data.n_nights}, "
           f"device {jax.devices()[0].platform}")

@@ -65,7 +65,7 @@ def test_fit_recovers_instrument_and_chi2(synth):
     data, lut, truth = synth
     st = _truth_state(data, truth)
     tp = truth["params"]
-    p0 = eqx.tree_at(lambda p: p.star_flat, FitParams.standard(data, CFG.standard_atmosphere),
+    p0 = eqx.tree_at(lambda p: p.star_flat, FitParams.standard(data, CFG.standard_atmosphere, CFG.fit.sed_slope_scale),
                      tp.star_flat)
     proj = partial(clip_to_bounds, atm_bounds=data.atm_bounds)
     p, info = minimize(chi2, p0, free_mask(data), (data, lut, st), max_iter=30,
@@ -109,7 +109,7 @@ def test_grad_matches_finite_differences(synth):
 def test_freezing(synth):
     data, lut, truth = synth
     st = _truth_state(data, truth)
-    p0 = FitParams.standard(data, CFG.standard_atmosphere)
+    p0 = FitParams.standard(data, CFG.standard_atmosphere, CFG.fit.sed_slope_scale)
     mask = free_mask(data, fit_atmosphere=False)
     p, _ = minimize(chi2, p0, mask, (data, lut, st), max_iter=5, method="gauss_newton",
                     residual_fn=_residual_vector)

@@ -108,7 +108,7 @@ def test_band_subset_reads_each_exposures_own_filter(tmp_path):
     lut = LutInterpolator.from_lut(table)
     data = FitData.build(cat, table, cam, cfg)
     assert data.filters[0] != table.physical_filters[0]  # the subset case is exercised
-    params = FitParams.standard(data, cfg.standard_atmosphere)
+    params = FitParams.standard(data, cfg.standard_atmosphere, cfg.fit.sed_slope_scale)
     got = np.asarray(pair_terms(params, data, lut).mag_i0).reshape(data.n_exp, data.n_det)
     std = cfg.standard_atmosphere
     for e in range(data.n_exp):

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(r"""
     state = FitState(sed_slope=truth["sed_slope"],
                      obs_use=data.obs_valid & jnp.asarray(truth["photometric"])[data.obs_exp],
                      sigma_fgcm=jnp.zeros(data.n_bands))
-    p0 = FitParams.standard(data, cfg.standard_atmosphere)
+    p0 = FitParams.standard(data, cfg.standard_atmosphere, cfg.fit.sed_slope_scale)
     mask = free_mask(data)
     vg = jax.jit(jax.value_and_grad(chi2))
     mags = jax.jit(standard_magnitudes)

@@ -100,6 +100,13 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
     ``resume_from`` = such a snapshot continues after that cycle, giving the same result as an
     uninterrupted run (tests/test_fit.py).
     """
+    known = set(config.instrument.physical_filters.values())
+    unknown = sorted(set(config.fit.sed_slope_scale) - known)
+    if unknown:
+        from jaxfgcm.config import ConfigError
+
+        raise ConfigError(f"'fit.sed_slope_scale': {unknown} are not bands of any physical "
+                          f"filter (bands: {sorted(known)})")
     lut = _interpolator(lut)
     if jax.device_count() > 1:
         # One code path for 1..N devices: observations split over all devices, the rest
@@ -110,7 +117,8 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
     fc = config.fit
     t_start = time.perf_counter()
     state = CycleState(params=params if params is not None else
-                       FitParams.standard(data, config.standard_atmosphere))
+                       FitParams.standard(data, config.standard_atmosphere,
+                                          config.fit.sed_slope_scale))
     prev = np.full(data.n_bands, np.inf)
     reps, lows, highs, records = [], [], [], []
     fit_bands = np.asarray(data.fit_bands)

@@ -4,7 +4,10 @@ the zeropoints.
     m_std = m_inst + 2.5 log10 I0(atmosphere of the exposure, secz, detector)
             + throughput(band, wash interval, time) + filter offset + star flat(x, y)
             [+ gray(exposure, detector) when crunching] + delta_chrom
-    delta_chrom = 2.5 log10[(1 + F' I10) / (1 + F' I10_std)]
+    delta_chrom = 2.5 log10[(1 + k F' I10) / (1 + k F' I10_std)]
+
+with F' the star's SED slope from its colours and k the fitted per-band SED-slope scale
+(FitParams.sed_scale).
 
 The LUT is evaluated once per (exposure, detector) pair at the pair's mean airmass, together with
 its airmass derivative (one forward-mode JVP); each observation then gets the first-order
@@ -140,7 +143,8 @@ def standard_magnitudes(
     i10 = gather(t.i10.astype(dt), pair) + gather(t.di10.astype(dt), pair) * ds
     flat = jnp.sum(data.obs_cheb * gather(params.star_flat.astype(dt), data.obs_flat_group),
                    axis=1)
-    fp = gather(sed_slope.astype(dt), data.obs_sb)
+    fp = (gather(sed_slope.astype(dt), data.obs_sb)
+          * gather(params.sed_scale.astype(dt), data.obs_band))
     i10_std = gather(data.band_i10_std.astype(dt), data.obs_band)
     chrom = MAG_PER_LN * jnp.log((1 + fp * i10) / (1 + fp * i10_std))
     return data.obs_mag + mag_i0 + flat + chrom

@@ -43,12 +43,17 @@ class FitParams(eqx.Module):
     aper_slope: jax.Array  # (n_aper,) aperture correction, mag per arcsec of seeing
     aper_quad: jax.Array  # (n_aper,) mag per arcsec^2
     star_flat: jax.Array  # (n_epochs * n_filters * n_det, n_coef)
+    # (n_bands,) factor on the colour-based SED slope F' in the chromatic term
+    # (config fit.sed_slope_scale; frozen unless free_mask(fit_sed_scale=True)).
+    sed_scale: jax.Array
 
     @classmethod
-    def standard(cls, data: FitData, std) -> FitParams:
+    def standard(cls, data: FitData, std, sed_slope_scale=None) -> FitParams:
         """Parameters at the standard atmosphere (``config.standard_atmosphere``), zero
-        instrument terms."""
+        instrument terms; SED-slope scale from ``sed_slope_scale`` (band -> factor, e.g.
+        ``config.fit.sed_slope_scale``; bands not named: 1; bands not in ``data``: ignored)."""
         n = data.n_nights
+        scale = dict(sed_slope_scale or {})
 
         def full(v):
             return jnp.full(n, float(v), dtype=jnp.float64)
@@ -67,6 +72,7 @@ class FitParams(eqx.Module):
             aper_slope=jnp.zeros(data.n_aper),
             aper_quad=jnp.zeros(data.n_aper),
             star_flat=jnp.zeros((data.n_epochs * data.n_filters * data.n_det, data.n_coef)),
+            sed_scale=jnp.asarray([float(scale.get(b, 1.0)) for b in data.bands]),
         )
 
     def with_standard_atmosphere(self, std) -> FitParams:
@@ -90,6 +96,7 @@ PARAM_SCALES = {
     "o3": 30.0, "ln_tau": 0.3, "ln_tau_slope": 0.3, "alpha": 0.3, "ln_pwv": 0.3,
     "ln_pwv_slope": 0.3, "ln_pwv_quad": 0.3, "throughput": 0.01, "throughput_slope": 1e-4,
     "filter_offset": 0.01, "aper_slope": 0.1, "aper_quad": 0.1, "star_flat": 0.01,
+    "sed_scale": 0.1,
 }
 
 
@@ -108,6 +115,7 @@ def free_mask(
     fit_throughput_slope: bool = False,
     fit_star_flat: bool = False,
     fit_aperture_correction: bool = True,
+    fit_sed_scale: bool = False,
 ) -> FitParams:
     """Boolean pytree: True where the optimizer may move a parameter.
 
@@ -118,7 +126,8 @@ def free_mask(
     - filter offsets: non-standard filters of a band (e.g. HSC-R when HSC-R2 is standard);
     - aperture correction: fit bands whose visits have a seeing spread, if
       ``fit_aperture_correction``;
-    - star flat: only if ``fit_star_flat`` (by default it is computed from residuals).
+    - star flat: only if ``fit_star_flat`` (by default it is computed from residuals);
+    - SED-slope scale: fit bands with exposures, if ``fit_sed_scale``.
     """
     nn = data.n_nights
     night = np.ones(nn, bool) if fitted_nights is None else np.asarray(fitted_nights, bool)
@@ -156,6 +165,7 @@ def free_mask(
         aper_slope=jnp.asarray(aper),
         aper_quad=jnp.asarray(aper),
         star_flat=jnp.full((n_sf, data.n_coef), bool(fit_star_flat)),
+        sed_scale=jnp.asarray(fit_sed_scale & fit_band & has.any(axis=1)),
     )
 
 
@@ -181,6 +191,9 @@ def unflatten_free(vec: jax.Array, p: FitParams, mask: FitParams) -> FitParams:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+#: Range of a fitted SED-slope scale (fgcm's constants are 0.25-1.6).
+SED_SCALE_RANGE = (0.0, 3.0)
+
 #: Bounds of the time slopes of ln tau and ln PWV (per day) and of the PWV quadratic term
 #: (per day^2), as fgcm's.
 SLOPE_BOUND = 4.0
@@ -192,6 +205,7 @@ def clip_to_bounds(p: FitParams, atm_bounds) -> FitParams:
     its bound has zero gradient and would be stuck there."""
     (pw0, pw1), (o0, o1), (t0, t1), (a0, a1) = atm_bounds
     s = SLOPE_BOUND
+    p = eqx.tree_at(lambda q: q.sed_scale, p, jnp.clip(p.sed_scale, *SED_SCALE_RANGE))
     return eqx.tree_at(
         _atmosphere_groups, p,
         (jnp.clip(p.o3, o0, o1), jnp.clip(p.ln_tau, np.log(t0), np.log(t1)),

@@ -192,7 +192,7 @@ def make_synthetic(
 
     # truth parameters
     std = config.standard_atmosphere
-    p = FitParams.standard(data, std)
+    p = FitParams.standard(data, std, config.fit.sed_slope_scale)
     nn = data.n_nights
     p = eqx.tree_at(
         lambda q: (q.o3, q.ln_tau, q.ln_tau_slope, q.alpha, q.ln_pwv, q.ln_pwv_slope),

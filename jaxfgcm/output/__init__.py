@@ -128,7 +128,8 @@ def _write_tables(inputs: ProductInputs, config, staging: Path, lut) -> dict:
     pi = inputs
     write_stars(stars_table(pi.star_id, pi.star_ra, pi.star_dec, pi.bands, pi.star_mag,
                             pi.star_mag_err, pi.star_n_good, pi.star_reserved,
-                            lambda_std=pi.band_lambda_std), staging)
+                            lambda_std=pi.band_lambda_std,
+                            sed_slope_scale=pi.band_sed_slope_scale), staging)
     write_photocalib(photocalib_table(
         visit=pi.pair_visit, detector=pi.pair_detector, physical_filter=pi.pair_filter(),
         band=pi.pair_band(), mjd=pi.pair_mjd(), exptime=pi.pair_exptime(),

@@ -56,6 +56,8 @@ class ProductInputs:
     fit_timings: dict[str, float] = field(default_factory=dict)
     #: Standard wavelength per band (Angstrom): SED slopes F' from colours use it.
     band_lambda_std: np.ndarray | None = None
+    #: The fit's factor on the colour-based F' per band (FitParams.sed_scale).
+    band_sed_slope_scale: np.ndarray | None = None
 
     def pair_band(self) -> np.ndarray:
         return self._visit_lookup(self.visit_band, self.pair_visit)
@@ -162,6 +164,7 @@ def collect(result, catalog, lut, config, *, data, camera=None, qa=True) -> Prod
         visit_flag=np.asarray(result.exp_flags),
         band_i10_std=np.asarray(data.band_i10_std, dtype=np.float64),
         band_lambda_std=np.asarray(data.band_lambda_std, dtype=np.float64),
+        band_sed_slope_scale=np.asarray(result.params.sed_scale, dtype=np.float64),
         repeatability=np.asarray(result.repeatability, dtype=np.float64),
         n_cycles=n_cycles,
         converged=_converged(cycles, config),

@@ -19,8 +19,9 @@ FILENAME = "fgcm_stars.parquet"
 
 
 def stars_table(star_id, ra, dec, bands, mag, mag_err, n_good, reserved=None,
-                lambda_std=None) -> pa.Table:
-    """``mag``, ``mag_err``, ``n_good``: (n_star, n_band) arrays in ``bands`` order."""
+                lambda_std=None, sed_slope_scale=None) -> pa.Table:
+    """``mag``, ``mag_err``, ``n_good``: (n_star, n_band) arrays in ``bands`` order;
+    ``lambda_std`` and ``sed_slope_scale`` (per band) go to the metadata for :func:`sed_slopes`."""
     mag = np.asarray(mag, dtype=np.float64)
     mag_err = np.asarray(mag_err, dtype=np.float64)
     n_good = np.asarray(n_good)
@@ -51,6 +52,8 @@ def stars_table(star_id, ra, dec, bands, mag, mag_err, n_good, reserved=None,
     }
     if lambda_std is not None:
         meta["lambda_std"] = ",".join(f"{float(v):.3f}" for v in lambda_std)
+    if sed_slope_scale is not None:
+        meta["sed_slope_scale"] = ",".join(f"{float(v):.6g}" for v in sed_slope_scale)
     return table_metadata(table, meta)
 
 
@@ -62,7 +65,9 @@ def sed_slopes(stars) -> dict[str, np.ndarray]:
     """SED slope F' (1/Angstrom) per star and band from the standard magnitudes of a
     ``fgcm_stars`` table (or its path), with the fit's own formula
     (:func:`jaxfgcm.fit.model.sed_slopes`: mean of the slopes to the neighbouring bands; stars
-    without colours get the band's median). Feed it to ``apply_calibration(sed_slope=...)``.
+    without colours get the band's median), times the fit's per-band SED-slope scale (config
+    ``fit.sed_slope_scale``, stored in the table). Feed it to
+    ``apply_calibration(sed_slope=...)``.
     """
     import jax.numpy as jnp
 
@@ -86,6 +91,8 @@ def sed_slopes(stars) -> dict[str, np.ndarray]:
     has = np.isfinite(mags).ravel()
     fp = np.asarray(model_sed_slopes(jnp.asarray(np.nan_to_num(mags).ravel()),
                                      jnp.asarray(has), seg)).reshape(n, nb)
+    if "jaxfgcm.sed_slope_scale" in meta:  # products before 2026-11-25 lack it (scale 1)
+        fp = fp * np.array([float(v) for v in meta["jaxfgcm.sed_slope_scale"].split(",")])
     return {b: fp[:, k] for k, b in enumerate(bands)}
 
 
