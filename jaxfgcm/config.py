@@ -126,13 +126,14 @@ class LutConfig:
     wavelength_step: float = 5.0
     #: Aerosol normalisation wavelength (Angstrom), fgcm's LAMBDANORM.
     aerosol_lambda_norm: float = 7750.0
-    #: Grid axes. Ranges cover Maunakea conditions. Node counts are set by measurement
+    #: Grid axes. Ranges cover Maunakea conditions (O3: fgcm's HSC range, which also bounds
+    #: the fit's nightly ozone; docs/lut.md). Node counts are set by measurement
     #: (docs/lut.md, tests/test_lut.py): interpolated vs directly integrated I0 within 5e-4
     #: relative and I10 within 0.2 A over the whole range; pwv is uniform in ln pwv, the others
     #: uniform in the parameter; cubic along pwv, tau, alpha, secz; linear along pressure, o3.
     pressure: GridAxis = GridAxis(590.0, 640.0, 2)
     pwv: GridAxis = GridAxis(0.1, 10.0, 8)
-    o3: GridAxis = GridAxis(200.0, 400.0, 2)
+    o3: GridAxis = GridAxis(220.0, 310.0, 2)
     tau: GridAxis = GridAxis(0.002, 0.35, 7)
     alpha: GridAxis = GridAxis(0.0, 2.5, 9)
     secz: GridAxis = GridAxis(1.0, 3.0, 8)

@@ -164,19 +164,50 @@ def truth_bars(repo_dir, cat, cam, data, res, cfg):
           "selection):", {b: round(1e3 * float(r), 2)
                            for b, r in zip(data.bands, repeatability_noise_floor(
                                data, res, cfg.fit.sigma0_phot))})
+    floor = repeatability_noise_floor(data, res, cfg.fit.sigma0_phot,
+                                      noise=measurement_errors(repo_dir, cat, data))
+    print("       the same with the simulation's actual measurement errors (measured minus "
+          "noise-free flux; perfect calibration):",
+          {b: round(1e3 * float(r), 2) for b, r in zip(data.bands, floor)})
+    print("       ratio repeatability / actual floor (target <= 1.2):",
+          {b: round(float(r / f), 3) for b, r, f in zip(data.bands, res.repeatability[-1], floor)})
 
 
-def repeatability_noise_floor(data, res, sigma0=0.003, seed=1):
+def measurement_errors(repo_dir, cat, data):
+    """Per FitData observation: its magnitude minus the noise-free one from truth/ (the
+    simulator's noise, background-subtraction noise and defects; 0 for padding)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(f"{repo_dir}/truth/observations.parquet",
+                      columns=["sourceId", "flux12_true"]).to_pydict()
+    sid = np.asarray(t["sourceId"])
+    srt = np.argsort(sid)
+    order = np.asarray(data.obs_order)
+    ok = order >= 0
+    src = np.asarray(cat.observations["source_id"])[order[ok]]
+    row = srt[np.searchsorted(sid[srt], src)]
+    if not np.array_equal(sid[row], src):
+        raise ValueError("catalog sources missing from truth/observations.parquet")
+    exptime = np.asarray(data.exp_exptime)[np.asarray(data.obs_exp)[ok]]
+    true_mag = -2.5 * np.log10(np.asarray(t["flux12_true"])[row] / exptime)
+    out = np.zeros(len(order))
+    out[ok] = np.asarray(data.obs_mag, np.float64)[ok] - true_mag
+    return out
+
+
+def repeatability_noise_floor(data, res, sigma0=0.003, seed=1, noise=None):
     """The fit's repeatability statistic (robust sigma of star mean minus observation for
     reserved stars on photometric exposures, sigma_E < 10 mmag, |EGray| < 50 mmag) on pure
-    Gaussian noise with each observation's error: what perfect calibration would give."""
+    noise: what perfect calibration would give. ``noise`` per observation (default: Gaussian
+    with each observation's reported error)."""
     valid = np.asarray(data.obs_valid)
     inst = np.asarray(data.obs_err, float)
     err = np.sqrt(inst ** 2 + sigma0 ** 2)  # the fit's error model: selection and weights
     sel = (valid & np.asarray(res.star_reserved)[np.asarray(data.obs_star)]
            & (res.exp_flags == 0)[np.asarray(data.obs_exp)] & (err < 0.01))
     sb = np.asarray(data.obs_sb)
-    noise = np.random.default_rng(seed).normal(0.0, 1.0, len(err)) * inst
+    if noise is None:
+        noise = np.random.default_rng(seed).normal(0.0, 1.0, len(err)) * inst
     w = np.where(sel, 1.0 / err ** 2, 0.0)
     mean = np.bincount(sb, w * noise) / np.maximum(np.bincount(sb, w), 1e-30)
     n = np.bincount(sb, sel.astype(float))

@@ -254,6 +254,35 @@ def test_cuts_from_exposure_gray_follow_the_photometric_spread():
     assert flagged[cloud].all() and not flagged[~cloud].any()
 
 
+def test_a_lost_night_band_is_cut_relative_to_its_airmass_law():
+    """(night 0, g): clear, but the fitted atmosphere misses its extinction: gray -43 mmag per
+    airmass, all below the -5 mmag cut. (night 1, g): clouds of 20-80 mmag. Only the first
+    is lost to an atmosphere law: relative to it, every exposure is photometric; the cloudy
+    (night, band) stays flagged but its thinnest-per-airmass exposure."""
+    from types import SimpleNamespace
+
+    from jaxfgcm.fit import gray as G
+
+    secz = np.array([1.22, 1.23, 1.33, 1.37, 1.63, 1.1, 1.2, 1.3, 1.4])
+    eg = np.r_[-0.0430 * secz[:5] + np.array([0.3, -0.4, 0.2, 0.0, -0.2]) * 1e-3,
+               -np.array([0.020, 0.080, 0.045, 0.060])]
+    data = SimpleNamespace(exp_night=np.r_[np.zeros(5, int), np.ones(4, int)],
+                           exp_band=np.zeros(9, int), n_bands=1, n_nights=2, n_exp=9,
+                           exp_secz=secz, fit_bands=(True,))
+    gray = SimpleNamespace(exp_gray=eg, exp_n_obs=np.full(9, 500),
+                           exp_gray_rms=np.full(9, 0.002))
+    cut = dict(low_cut=[-0.005], high_cut=[0.05], var_cut=0.0005, min_star_per_exp=100,
+               min_exp_per_night=1)
+    flags = G.exposure_flags(gray, data, **cut)
+    assert np.all(flags & G.EXP_GRAY_TOO_NEGATIVE)
+    lost = G.lost_night_bands(flags, gray, data)
+    assert lost.all()
+    ref = G.night_band_reference(eg, np.ones(9, bool), data)
+    again = G.exposure_flags(gray, data, **cut, reference=np.where(lost, ref, 0.0))
+    assert np.all(again[:5] == 0)
+    assert np.sum(again[5:] == 0) == 1 and again[5] == 0  # 20 mmag at secz 1.1: the envelope
+
+
 def test_ab_normalisation_is_fgcms_term():
     """zptABNoThroughput from the config equals the simulator's 2.5 log10(A/(h g)) - 48.6 and
     scales with the mirror area and the gain."""

@@ -213,6 +213,20 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
             fc.auto_high_cut_nsig)
     new_flags = G.exposure_flags(gray, data, new_low, new_high, fc.exp_var_gray_photometric_cut,
                                  fc.min_star_per_exp, fc.min_exp_per_night, reference=reference)
+    if reference is None:
+        # A (night, band) that lost every exposure may be a wrong atmosphere, not clouds: a
+        # night fitted on its other bands can miss one band's extinction (simulator, tract
+        # preset seed 3: all five clear g exposures of a night at -53 to -70 mmag, EGray/secz
+        # -43 +- 0.5 mmag). Out of the fit it would stay wrong, so such (night, band)s are cut
+        # relative to their clearest exposure's EGray/secz, as lost nights are in cycle 0;
+        # clouds, which do not scale with airmass, still fail the cut.
+        lost = G.lost_night_bands(new_flags, gray, data)
+        if lost.any():
+            has = (np.asarray(gray.exp_n_obs) > 0) & (eg_now > fc.exp_gray_initial_cut)
+            reference = np.where(lost, G.night_band_reference(eg_now, has, data), 0.0)
+            new_flags = G.exposure_flags(
+                gray, data, new_low, new_high, fc.exp_var_gray_photometric_cut,
+                fc.min_star_per_exp, fc.min_exp_per_night, reference=reference)
 
     # ---- next cycle's inputs ----
     new_sed = sed_slopes(res.sb_mean, res.sb_weight > 0, data)

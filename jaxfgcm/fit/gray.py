@@ -132,6 +132,17 @@ def exposure_flags(gray: Gray, data: FitData, low_cut, high_cut, var_cut: float,
     return flags | night_flags(flags, data, min_exp_per_night)
 
 
+def lost_night_bands(flags: np.ndarray, gray: Gray, data: FitData) -> np.ndarray:
+    """Per exposure: its (night, band) has no photometric exposure left but at least two
+    exposures with stars."""
+    key = np.asarray(data.exp_night) * data.n_bands + np.asarray(data.exp_band)
+    nk = data.n_nights * data.n_bands
+    n_ok = np.bincount(key, weights=(flags == 0).astype(float), minlength=nk)
+    n_star = np.bincount(key, weights=(np.asarray(gray.exp_n_obs) > 0).astype(float),
+                         minlength=nk)
+    return (n_ok[key] == 0) & (n_star[key] >= 2)
+
+
 def night_flags(flags: np.ndarray, data: FitData, min_exp_per_night: int) -> np.ndarray:
     night = np.asarray(data.exp_night)
     fit_band = np.asarray(data.fit_bands)[np.asarray(data.exp_band)]
