@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from jaxfgcm.config import Config
-from jaxfgcm.fit import FitParams, FitState, chi2
+from jaxfgcm.fit import FitState, chi2
 from jaxfgcm.fit import optimize as O
 from jaxfgcm.fit.cycle import _residual_vector
 from jaxfgcm.fit.loss import obs_variance, star_means
