@@ -7,8 +7,9 @@
 (after ``pip install -e .``, or with ``PYTHONPATH=.`` from the repository root)
 
 Prints, in one run: the value-and-gradient pass of chi2 over the observations vs two floors
-(ratios; target <= 2 against the bare one), float32 vs float64 observation arrays, the
-Gauss-Newton normal equations (the Jacobian pass that dominates the fit), compile times
+(ratios; target <= 2 against the bare one), float32 vs float64 observation arrays, with glibc's
+default allocator and with freed host memory retained (jaxfgcm.fit.hostmem; the whole fit runs
+with it), the Gauss-Newton normal equations (the Jacobian pass that dominates the fit), compile times
 (separately), the whole run_fit_cycles in seconds and passes over the data, and with ``--repo``
 the issue's correctness bars against ``truth/``.
 
@@ -33,6 +34,7 @@ import numpy as np
 
 from jaxfgcm.config import Config, default_config_path, load_config
 from jaxfgcm.fit import FitParams, FitState, chi2, run_fit_cycles
+from jaxfgcm.fit.hostmem import retain_freed_memory
 from jaxfgcm.fit.model import pair_rows, pair_terms
 from jaxfgcm.fit.synthetic import make_synthetic
 
@@ -96,14 +98,14 @@ def gauss_newton_pass(data, lut, st, p):
     return first - t, t, int(idx.shape[0])
 
 
-def pass_benchmark(data, lut, cfg):
+def pass_benchmark(data, lut, cfg, label=""):
     # non-zero SED slopes: the chromatic term's arithmetic is part of every real pass
     st = FitState(sed_slope=jnp.full(data.n_sb, 1e-4), obs_use=data.obs_valid,
                   sigma_fgcm=jnp.zeros(data.n_bands), sigma0=cfg.fit.sigma0_phot)
     p = FitParams.standard(data, cfg.standard_atmosphere, cfg.fit.sed_slope_scale)
     print(f"observations {data.n_obs} (padded {data.obs_mag.shape[0]}), stars {data.n_stars}, "
           f"exposures {data.n_exp}, detectors {data.n_det}, nights {data.n_nights}, "
-          f"device {jax.devices()[0].platform}")
+          f"device {jax.devices()[0].platform}{label}")
     vg = jax.jit(jax.value_and_grad(chi2))
     w = jnp.where(data.obs_valid, 1.0 / (data.obs_err.astype(jnp.float64) ** 2 + 1e-5), 0.0)
     bare = jax.jit(jax.value_and_grad(bare_pass), static_argnums=5)
@@ -285,7 +287,10 @@ def main(argv=None):
         data, lut, _ = make_synthetic(cfg, n_stars=a.stars, n_nights=a.nights,
                                       visits_per_night=a.visits, n_det=a.detectors, seed=5)
         print(f"synthetic problem built in {time.perf_counter() - t0:.1f} s")
-    pass_benchmark(data, lut, cfg)
+    pass_benchmark(data, lut, cfg, ", glibc malloc defaults")
+    if retain_freed_memory():
+        # XLA's CPU temporaries otherwise page-fault on every pass (fit/hostmem.py)
+        pass_benchmark(data, lut, cfg, ", freed host memory retained (fit.hostmem)")
     if a.no_fit:
         return
     res = whole_fit(data, lut, cfg)
