@@ -24,6 +24,7 @@ import ctypes.util
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 #: Largest value glibc accepts for the mmap threshold (HEAP_MAX / 2 on 64-bit: 32 MiB); above
 #: it mallopt fails. Larger blocks still get their own mapping.
@@ -45,6 +46,9 @@ def retain_freed_memory(top_pad_bytes: int = 256 * 1024 * 1024) -> bool:
     ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
     ok &= mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
     ok &= mallopt(_M_TOP_PAD, min(int(top_pad_bytes), 2**31 - 1))
+    # one arena: XLA's worker threads otherwise get per-thread arenas, mmapped heaps that glibc
+    # shrinks on its own rules (measured: a pass page-faulted again now and then)
+    ok &= mallopt(_M_ARENA_MAX, 1)
     return bool(ok)
 
 
