@@ -7,9 +7,9 @@
 (after ``pip install -e .``, or with ``PYTHONPATH=.`` from the repository root)
 
 Prints, in one run: the value-and-gradient pass of chi2 over the observations vs two floors
-(ratios; target <= 2 against the bare one), float32 vs float64 observation arrays, with glibc's
-default allocator and with freed host memory retained (jaxfgcm.fit.hostmem; the whole fit runs
-with it), the Gauss-Newton normal equations (the Jacobian pass that dominates the fit), compile times
+(ratios; target <= 2 against the bare one), float32 vs float64 observation arrays (with freed host
+memory retained, jaxfgcm.fit.hostmem, unless --malloc-defaults; the page faults per pass are
+printed), the Gauss-Newton normal equations (the Jacobian pass that dominates the fit), compile times
 (separately), the whole run_fit_cycles in seconds and passes over the data, and with ``--repo``
 the issue's correctness bars against ``truth/``.
 
@@ -50,6 +50,16 @@ def timed(fn, *args, n=5):
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
     return first, float(np.median(times))
+
+
+def page_faults(fn, *args):
+    """Minor page faults of one warm call (fresh zeroed pages the kernel had to map)."""
+    import resource
+
+    jax.block_until_ready(fn(*args))
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    jax.block_until_ready(fn(*args))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
 
 
 def bare_pass(x, mag, w, exp, sb, n_sb):
@@ -122,17 +132,17 @@ def pass_benchmark(data, lut, cfg, label=""):
         _, t_floor = timed(floor, tuple(c.astype(dt) for c in cols),
                                  tuple(b.astype(dt) for b in band_tab),
                                  st.sed_slope.astype(dt), d, st.obs_use)
-        rows.append((name, t_fit, t_bare, t_floor, c_fit - t_fit))
+        rows.append((name, t_fit, t_bare, t_floor, c_fit - t_fit, page_faults(vg, p, d, lut, st)))
     # the per-(exposure, detector) LUT part alone: value and gradient of its terms (data and
     # LUT passed as arguments, as in the fit: closed over, XLA constant-folds them)
     lut_vg = jax.jit(jax.value_and_grad(
         lambda q, d, lt: sum(jnp.sum(t) for t in pair_terms(q, d, lt))))
     c_lut, t_lut = timed(lut_vg, p, data, lut)
     print("obs arrays | chi2 value+grad (ms) | bare floor (ms) | ratio | model floor (ms) | "
-          "ratio | compile chi2 (s)")
-    for name, t_fit, t_bare, t_floor, c_fit in rows:
+          "ratio | compile chi2 (s) | page faults per chi2 pass")
+    for name, t_fit, t_bare, t_floor, c_fit, faults in rows:
         print(f"{name:9s}  | {1e3 * t_fit:8.2f} | {1e3 * t_bare:6.2f} | {t_fit / t_bare:5.2f} "
-              f"| {1e3 * t_floor:6.2f} | {t_fit / t_floor:5.2f} | {c_fit:.2f}")
+              f"| {1e3 * t_floor:6.2f} | {t_fit / t_floor:5.2f} | {c_fit:.2f} | {faults}")
     print(f"LUT terms for {data.n_pairs} (exposure, detector) pairs, value+grad: "
           f"{1e3 * t_lut:.2f} ms (compile {c_lut - t_lut:.2f} s)")
     c_gn, t_gn, n_free = gauss_newton_pass(data, lut, st, p)
@@ -262,7 +272,12 @@ def main(argv=None):
     ap.add_argument("--detectors", type=int, default=20)
     ap.add_argument("--set", action="append", default=[], help="config override")
     ap.add_argument("--no-fit", action="store_true", help="pass benchmark only")
+    ap.add_argument("--malloc-defaults", action="store_true",
+                    help="keep glibc's allocator defaults (else fit.hostmem.retain_freed_memory)")
     a = ap.parse_args(argv)
+    if not a.malloc_defaults:
+        # before any JAX computation: XLA's worker threads keep the arenas they start with
+        retain_freed_memory()
     if a.repo:
         from jaxfgcm.fit import FitData
         from jaxfgcm.lut import LutInterpolator, load_lut
@@ -287,10 +302,8 @@ def main(argv=None):
         data, lut, _ = make_synthetic(cfg, n_stars=a.stars, n_nights=a.nights,
                                       visits_per_night=a.visits, n_det=a.detectors, seed=5)
         print(f"synthetic problem built in {time.perf_counter() - t0:.1f} s")
-    pass_benchmark(data, lut, cfg, ", glibc malloc defaults")
-    if retain_freed_memory():
-        # XLA's CPU temporaries otherwise page-fault on every pass (fit/hostmem.py)
-        pass_benchmark(data, lut, cfg, ", freed host memory retained (fit.hostmem)")
+    pass_benchmark(data, lut, cfg, ", glibc malloc defaults" if a.malloc_defaults
+                   else ", freed host memory retained (fit.hostmem)")
     if a.no_fit:
         return
     res = whole_fit(data, lut, cfg)

@@ -11,7 +11,8 @@ unchanged, only first-touch faults are gone.
 :func:`retain_freed_memory` sets glibc's ``mallopt`` parameters at run time (the environment
 variables ``MALLOC_MMAP_THRESHOLD_`` etc. do the same but must be set before the process
 starts). It is process-wide, so the library never calls it on import: entry points (the
-command line, benchmarks) opt in. The cost is that the process keeps its peak heap size
+command line, benchmarks) opt in, at process start, before the first JAX computation (XLA's
+worker threads keep the malloc arenas they started with: called later, the faults remain). The cost is that the process keeps its peak heap size
 instead of returning freed memory to the system.
 """
 

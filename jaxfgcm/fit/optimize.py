@@ -9,7 +9,8 @@ Methods (measured in scripts/bench_fit.py, passes = full evaluations over the ob
   evaluation (value and gradient together).
 - ``"gauss_newton"``: Levenberg-Marquardt-damped Gauss-Newton on the weighted residual vector.
   The Jacobian of the free parameters is built by forward-mode JVPs in blocks of ``GN_BLOCK``
-  parameters (one pass per block), so an iteration costs ceil(n_free / GN_BLOCK) + 1 passes
+  parameters (one pass per block; all in one vmapped JVP when the Jacobian has at most
+  ``GN_ONE_BLOCK_MAX`` values), so an iteration costs ceil(n_free / GN_BLOCK) + 1 passes
   and holds the n_free x n_obs Jacobian in memory (fine for a tract, not for a survey).
 """
 
