@@ -6,16 +6,27 @@
 
 (after ``pip install -e .``, or with ``PYTHONPATH=.`` from the repository root)
 
-Prints, in one run: the value-and-gradient pass of chi2 over the observations vs a bare JAX
-gather + segment-sum pass over the same arrays (ratio, target <= 2), float32 vs float64
-observation arrays, compile times (separately), the whole run_fit_cycles in seconds and passes
-over the data, and with ``--repo`` the issue's correctness bars against ``truth/``.
+Prints, in one run: the value-and-gradient pass of chi2 over the observations vs two floors
+(ratios; target <= 2 against the bare one), float32 vs float64 observation arrays (with freed host
+memory retained, jaxfgcm.fit.hostmem, unless --malloc-defaults; the page faults per pass are
+printed), the Gauss-Newton normal equations (the Jacobian pass that dominates the fit), compile times
+(separately), the whole run_fit_cycles in seconds and passes over the data, and with ``--repo``
+the issue's correctness bars against ``truth/``.
+
+The floors, value and gradient, same arrays as the fit:
+- bare: one scalar gather per observation (x[exp]), two sorted segment sums, the chi2;
+- model: the memory traffic of this model without its arithmetic: every per-observation
+  array the fit reads (mag, dsecz, x, y, err, use, pair, band, segment), one gather from each
+  of the 4 + n_coef per-pair columns (model.pair_rows), the SED slope per segment and two
+  per-band values, a linear combination instead of the model, the same star means and chi2.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +34,8 @@ import numpy as np
 
 from jaxfgcm.config import Config, default_config_path, load_config
 from jaxfgcm.fit import FitParams, FitState, chi2, run_fit_cycles
-from jaxfgcm.fit.model import pair_terms
+from jaxfgcm.fit.hostmem import retain_freed_memory
+from jaxfgcm.fit.model import pair_rows, pair_terms
 from jaxfgcm.fit.synthetic import make_synthetic
 
 
@@ -40,6 +52,16 @@ def timed(fn, *args, n=5):
     return first, float(np.median(times))
 
 
+def page_faults(fn, *args):
+    """Minor page faults of one warm call (fresh zeroed pages the kernel had to map)."""
+    import resource
+
+    jax.block_until_ready(fn(*args))
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    jax.block_until_ready(fn(*args))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+
+
 def bare_pass(x, mag, w, exp, sb, n_sb):
     """The floor: gather a per-exposure value, a weighted segment mean per star, a chi2."""
     m = mag + x[exp]
@@ -49,35 +71,85 @@ def bare_pass(x, mag, w, exp, sb, n_sb):
     return jnp.sum(w * r * r)
 
 
-def pass_benchmark(data, lut, cfg):
-    st = FitState(sed_slope=jnp.zeros(data.n_sb), obs_use=data.obs_valid,
+def model_floor(cols, band_tab, sed, data, use):
+    """The model's minimum memory traffic (see the module docstring): the fit's reads, a
+    linear combination instead of its arithmetic."""
+    from jaxfgcm.fit.model import gather
+
+    g = [gather(c, data.obs_pair) for c in cols]
+    ds, xn, yn = data.obs_dsecz, data.obs_xn, data.obs_yn
+    order = data.star_flat_order
+    flat = sum(g[4 + i * (order + 1) + j] * xn ** i * yn ** j
+               for i in range(order + 1) for j in range(order + 1))
+    m = (data.obs_mag + g[0] + g[1] * ds + g[2] + g[3] * ds + flat
+         + gather(sed, data.obs_sb) * gather(band_tab[0], data.obs_band)
+         + gather(band_tab[1], data.obs_band))
+    w = jnp.where(use, 1.0 / (data.obs_err * data.obs_err + 1e-5), 0.0)
+    seg = partial(jax.ops.segment_sum, segment_ids=data.obs_sb, num_segments=data.n_sb,
+                  indices_are_sorted=True)
+    sw = seg(w)
+    mean = seg(w * m) / jnp.maximum(sw, 1e-30)
+    r = m - mean[data.obs_sb]
+    return jnp.sum(w * r * r)
+
+
+def gauss_newton_pass(data, lut, st, p):
+    """Seconds of one Gauss-Newton normal-equation build (Jacobian of the weighted residuals
+    for the default free parameters, J^T J, J^T r) and the number of free parameters."""
+    from jaxfgcm.fit import optimize as O
+    from jaxfgcm.fit.cycle import _residual_vector
+    from jaxfgcm.fit.params import free_mask
+
+    x0, unravel, m, sc = O._ravel(p, free_mask(data))
+    idx = jnp.asarray(np.nonzero(np.asarray(m))[0])
+    z = jnp.zeros(idx.shape[0])
+    first, t = timed(lambda zz: O._gn_normal_equations(_residual_vector, unravel, zz, x0, idx,
+                                                       sc[idx], (data, lut, st)), z, n=3)
+    return first - t, t, int(idx.shape[0])
+
+
+def pass_benchmark(data, lut, cfg, label=""):
+    # non-zero SED slopes: the chromatic term's arithmetic is part of every real pass
+    st = FitState(sed_slope=jnp.full(data.n_sb, 1e-4), obs_use=data.obs_valid,
                   sigma_fgcm=jnp.zeros(data.n_bands), sigma0=cfg.fit.sigma0_phot)
     p = FitParams.standard(data, cfg.standard_atmosphere, cfg.fit.sed_slope_scale)
     print(f"observations {data.n_obs} (padded {data.obs_mag.shape[0]}), stars {data.n_stars}, "
           f"exposures {data.n_exp}, detectors {data.n_det}, nights {data.n_nights}, "
-          f"device {jax.devices()[0].platform}")
+          f"device {jax.devices()[0].platform}{label}")
     vg = jax.jit(jax.value_and_grad(chi2))
     w = jnp.where(data.obs_valid, 1.0 / (data.obs_err.astype(jnp.float64) ** 2 + 1e-5), 0.0)
     bare = jax.jit(jax.value_and_grad(bare_pass), static_argnums=5)
+    floor = jax.jit(jax.value_and_grad(model_floor, argnums=(0, 1)))
+    cols = pair_rows(p, data, lut)
+    band_tab = (p.sed_scale, data.band_i10_std)
     x = jnp.zeros(data.n_exp)
     rows = []
     for name, d in (("float64", data), ("float32", data.with_obs_dtype(jnp.float32))):
         c_fit, t_fit = timed(vg, p, d, lut, st)
-        c_bare, t_bare = timed(bare, x, d.obs_mag.astype(jnp.float64), w, d.obs_exp, d.obs_sb,
+        _, t_bare = timed(bare, x, d.obs_mag.astype(jnp.float64), w, d.obs_exp, d.obs_sb,
                                d.n_sb)
-        rows.append((name, t_fit, t_bare, c_fit - t_fit, c_bare - t_bare))
-    # the per-(exposure, detector) LUT part alone: value and gradient of its terms
+        dt = d.obs_mag.dtype
+        _, t_floor = timed(floor, tuple(c.astype(dt) for c in cols),
+                                 tuple(b.astype(dt) for b in band_tab),
+                                 st.sed_slope.astype(dt), d, st.obs_use)
+        rows.append((name, t_fit, t_bare, t_floor, c_fit - t_fit, page_faults(vg, p, d, lut, st)))
+    # the per-(exposure, detector) LUT part alone: value and gradient of its terms (data and
+    # LUT passed as arguments, as in the fit: closed over, XLA constant-folds them)
     lut_vg = jax.jit(jax.value_and_grad(
-        lambda q: sum(jnp.sum(t) for t in pair_terms(q, data, lut))))
-    c_lut, t_lut = timed(lut_vg, p)
-    print("obs arrays | chi2 value+grad (ms) | bare gather+segment-sum value+grad (ms) | ratio "
-          "| per-observation part (ms) and its ratio | compile chi2 / bare (s)")
-    for name, t_fit, t_bare, c_fit, c_bare in rows:
-        obs_part = max(t_fit - t_lut, 0.0)
-        print(f"{name:9s}  | {1e3 * t_fit:8.2f} | {1e3 * t_bare:8.2f} | {t_fit / t_bare:5.2f} "
-              f"| {1e3 * obs_part:8.2f} {obs_part / t_bare:5.2f} | {c_fit:.2f} / {c_bare:.2f}")
+        lambda q, d, lt: sum(jnp.sum(t) for t in pair_terms(q, d, lt))))
+    c_lut, t_lut = timed(lut_vg, p, data, lut)
+    print("obs arrays | chi2 value+grad (ms) | bare floor (ms) | ratio | model floor (ms) | "
+          "ratio | compile chi2 (s) | page faults per chi2 pass")
+    for name, t_fit, t_bare, t_floor, c_fit, faults in rows:
+        print(f"{name:9s}  | {1e3 * t_fit:8.2f} | {1e3 * t_bare:6.2f} | {t_fit / t_bare:5.2f} "
+              f"| {1e3 * t_floor:6.2f} | {t_fit / t_floor:5.2f} | {c_fit:.2f} | {faults}")
     print(f"LUT terms for {data.n_pairs} (exposure, detector) pairs, value+grad: "
           f"{1e3 * t_lut:.2f} ms (compile {c_lut - t_lut:.2f} s)")
+    c_gn, t_gn, n_free = gauss_newton_pass(data, lut, st, p)
+    print(f"Gauss-Newton normal equations ({n_free} free parameters, Jacobian of "
+          f"{n_free} x {data.obs_mag.shape[0]}): {1e3 * t_gn:.1f} ms = "
+          f"{1e3 * t_gn / math.ceil(n_free / 32):.1f} ms per 32 parameters "
+          f"(compile {c_gn:.2f} s)")
     return rows
 
 
@@ -231,7 +303,12 @@ def main(argv=None):
     ap.add_argument("--detectors", type=int, default=20)
     ap.add_argument("--set", action="append", default=[], help="config override")
     ap.add_argument("--no-fit", action="store_true", help="pass benchmark only")
+    ap.add_argument("--malloc-defaults", action="store_true",
+                    help="keep glibc's allocator defaults (else fit.hostmem.retain_freed_memory)")
     a = ap.parse_args(argv)
+    if not a.malloc_defaults:
+        # before any JAX computation: XLA's worker threads keep the arenas they start with
+        retain_freed_memory()
     if a.repo:
         from jaxfgcm.fit import FitData
         from jaxfgcm.lut import LutInterpolator, load_lut
@@ -256,7 +333,8 @@ def main(argv=None):
         data, lut, _ = make_synthetic(cfg, n_stars=a.stars, n_nights=a.nights,
                                       visits_per_night=a.visits, n_det=a.detectors, seed=5)
         print(f"synthetic problem built in {time.perf_counter() - t0:.1f} s")
-    pass_benchmark(data, lut, cfg)
+    pass_benchmark(data, lut, cfg, ", glibc malloc defaults" if a.malloc_defaults
+                   else ", freed host memory retained (fit.hostmem)")
     if a.no_fit:
         return
     res = whole_fit(data, lut, cfg)

@@ -14,6 +14,7 @@ import pytest
 from jaxfgcm.camera import hsc_like_camera
 from jaxfgcm.config import Config
 from jaxfgcm.lut import AXIS_NAMES, LutInterpolator, build_lut
+from jaxfgcm.lut.interp import _CUBIC_POLY, _stencil_weights
 from jaxfgcm.throughput import hsc_like_throughput
 
 
@@ -108,3 +109,37 @@ def test_second_derivatives_of_interp(interp):
             scale = float(jnp.max(jnp.abs(numeric))) + 1e-12
             err = np.abs(np.asarray(analytic - numeric))
             assert np.median(err) < 1e-4 * scale, (AXIS_NAMES[a], np.median(err), scale)
+
+
+def test_pairs_from_exposures_equals_its_contraction(interp):
+    """The explicit-sum form of pairs_from_exposures (fast on XLA's CPU backend) equals the
+    plain contraction it spells out, sum_z sum_k w(secz)_z coef[slot, k] terms[z, k], written
+    with numpy in float64 from the stencil weights: values and the sec z derivative."""
+    it, lut = interp
+    rng = np.random.default_rng(7)
+    with jax.enable_x64(True):
+        filt, slots, atm, secz = _exposures(lut, 12, rng)
+        terms = it.exposure_terms(filt, *[jnp.asarray(a, jnp.float64) for a in atm])
+        secz = jnp.asarray(secz, jnp.float64)
+        i0, i10 = it.pairs_from_exposures(terms, filt, slots, secz)
+        d_ln_i0 = jax.jvp(lambda s: jnp.log(it.pairs_from_exposures(terms, filt, slots, s)[0]),
+                          (secz,), (jnp.ones_like(secz),))[1]
+
+        def reference(s):
+            start, kind, t = (np.asarray(v) for v in it._cell(5, jnp.asarray(s)))
+            w = np.asarray(_stencil_weights(_CUBIC_POLY, kind.reshape(-1), t.reshape(-1), 0)
+                           ).reshape(t.shape + (4,))
+            coef = np.asarray(it.slot_coef)[np.asarray(filt)][:, slots]  # (e, d, k, 2)
+            tm = np.asarray(terms)  # (e, z, k, 2)
+            out = np.zeros(t.shape + (2,))
+            for j in range(4):
+                at = tm[np.arange(tm.shape[0])[:, None], start + j]  # (e, d, k, 2)
+                out += w[..., j, None] * np.sum(coef * at, axis=2)
+            return out
+
+        ref = reference(np.asarray(secz))
+        np.testing.assert_allclose(np.log(np.asarray(i0)), ref[..., 0], rtol=0, atol=1e-13)
+        np.testing.assert_allclose(np.asarray(i10), ref[..., 1], rtol=1e-13, atol=0)
+        h = 1e-6
+        num = (reference(np.asarray(secz) + h)[..., 0] - reference(np.asarray(secz) - h)[..., 0])
+        np.testing.assert_allclose(np.asarray(d_ln_i0), num / (2 * h), rtol=0, atol=1e-7)

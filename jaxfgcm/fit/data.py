@@ -62,6 +62,23 @@ def chebyshev_basis(xn: np.ndarray, yn: np.ndarray, order: int) -> np.ndarray:
     return (tx[:, :, None] * ty[:, None, :]).reshape(len(xn), (order + 1) ** 2)
 
 
+def chebyshev_columns(xn: jax.Array, yn: jax.Array, order: int) -> list[jax.Array]:
+    """The columns of :func:`chebyshev_basis` as a list of 1-D JAX arrays, computed on the fly
+    with the same recurrence (T_{k+1} = 2 x T_k - T_{k-1}, as numpy's chebvander).
+
+    The fit computes the basis in every pass instead of reading a stored (n_obs, n_coef) array:
+    two positions are half the bytes of the order-1 basis and a quarter of order 2's.
+    """
+    def powers(u):
+        t = [jnp.ones_like(u), u]
+        for _ in range(order - 1):
+            t.append(2 * u * t[-1] - t[-2])
+        return t[:order + 1]
+
+    tx, ty = powers(xn), powers(yn)
+    return [tx[i] * ty[j] for i in range(order + 1) for j in range(order + 1)]
+
+
 class FitData(eqx.Module):
     """All arrays the fit reads. Build with :meth:`build` (from a StarCatalog) or
     :meth:`from_arrays` (plain arrays, for experiments and synthetic tests)."""
@@ -74,7 +91,9 @@ class FitData(eqx.Module):
     obs_mag: jax.Array  # instrumental count-rate magnitude
     obs_err: jax.Array  # instrumental magnitude error
     obs_dsecz: jax.Array  # secz(observation) - secz(exposure, detector centre)
-    obs_cheb: jax.Array  # (n_obs, n_coef) Chebyshev basis at the observation's x, y
+    # x, y scaled to [-1, 1] over the detector (clipped): the star flat's Chebyshev variables
+    obs_xn: jax.Array
+    obs_yn: jax.Array
     obs_valid: jax.Array  # bool: real observation with finite inputs
     obs_order: jax.Array  # int64: row of the observation in the input table (-1 for padding)
     # Derived indices, stored (not recomputed) because every pass gathers with them:
@@ -143,6 +162,20 @@ class FitData(eqx.Module):
     @property
     def n_coef(self) -> int:
         return (self.star_flat_order + 1) ** 2
+
+    @property
+    def obs_cheb(self) -> jax.Array:
+        """(n_obs, n_coef) Chebyshev basis at each observation's x, y (computed on use from
+        ``obs_xn``, ``obs_yn``; columns as :func:`chebyshev_basis`)."""
+        return jnp.stack(chebyshev_columns(self.obs_xn, self.obs_yn, self.star_flat_order),
+                         axis=1)
+
+    @property
+    def pair_flat_group(self) -> jax.Array:
+        """Star-flat group (epoch, filter, detector) of every (exposure, detector) pair."""
+        ef = self.exp_epoch * self.n_filters + self.exp_filter
+        return (jnp.repeat(ef, self.n_det, total_repeat_length=self.n_pairs) * self.n_det
+                + jnp.tile(jnp.arange(self.n_det, dtype=ef.dtype), self.n_exp))
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -263,8 +296,6 @@ class FitData(eqx.Module):
         xn = 2.0 * np.asarray(x, dtype=np.float64) / shape[det, 0] - 1.0
         yn = 2.0 * np.asarray(y, dtype=np.float64) / shape[det, 1] - 1.0
         order_sf = int(fit_cfg.star_flat_order)
-        cheb = np.zeros((n_pad, (order_sf + 1) ** 2), dtype=obs_dtype)
-        cheb[:n_obs] = chebyshev_basis(np.clip(xn, -1, 1), np.clip(yn, -1, 1), order_sf)[perm]
         mag = np.asarray(mag, dtype=np.float64)
         err = np.asarray(mag_err, dtype=np.float64)
         # Observations beyond the LUT's airmass range are unusable (fgcm: BAD_AIRMASS).
@@ -287,7 +318,8 @@ class FitData(eqx.Module):
             obs_mag=jnp.asarray(padded(np.where(good, mag, 0.0), 0.0, obs_dtype)),
             obs_err=jnp.asarray(padded(np.where(good, err, 1.0), 1.0, obs_dtype)),
             obs_dsecz=jnp.asarray(padded(np.where(good, dsecz, 0.0), 0.0, obs_dtype)),
-            obs_cheb=jnp.asarray(cheb),
+            obs_xn=jnp.asarray(padded(np.clip(xn, -1, 1), 0.0, obs_dtype)),
+            obs_yn=jnp.asarray(padded(np.clip(yn, -1, 1), 0.0, obs_dtype)),
             obs_valid=jnp.asarray(valid),
             obs_order=jnp.asarray(padded(np.arange(n_obs), -1, np.int64)),
             obs_band=jnp.asarray(padded(band_of_obs, 0, np.int32)),
@@ -417,10 +449,10 @@ class FitData(eqx.Module):
     def with_obs_dtype(self, dtype) -> FitData:
         """A copy whose per-observation float arrays have ``dtype`` (float32 or float64)."""
         return eqx.tree_at(
-            lambda d: (d.obs_mag, d.obs_err, d.obs_dsecz, d.obs_cheb),
+            lambda d: (d.obs_mag, d.obs_err, d.obs_dsecz, d.obs_xn, d.obs_yn),
             self,
             (self.obs_mag.astype(dtype), self.obs_err.astype(dtype),
-             self.obs_dsecz.astype(dtype), self.obs_cheb.astype(dtype)),
+             self.obs_dsecz.astype(dtype), self.obs_xn.astype(dtype), self.obs_yn.astype(dtype)),
         )
 
 

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .data import FitData
+from .data import FitData, chebyshev_columns
 from .params import FitParams
 
 jax.config.update("jax_enable_x64", True)
@@ -118,6 +118,27 @@ def pair_instrument(params: FitParams, data: FitData) -> jax.Array:
             + (params.aper_slope[a] + params.aper_quad[a] * s) * s)
 
 
+def pair_rows(params: FitParams, data: FitData, lut, pair_gray: jax.Array | None = None,
+              terms: PairTerms | None = None) -> tuple[jax.Array, ...]:
+    """Everything an observation needs from its (exposure, detector) pair, as 4 + n_coef
+    dense per-pair columns: 2.5 log10 I0 + instrument (+ gray), its d/d secz, I10,
+    d I10/d secz, then the star-flat coefficients of the pair's (epoch, filter, detector) group.
+
+    Separate 1-D columns, not one (n_pairs, k) table: on XLA's CPU backend slicing the columns
+    of a gathered (n_obs, k) array, and the transposes of those slices in reverse mode, cost
+    ~0.6 ms each, where a 1-D gather costs ~0.1 ms and its transpose (a 1-D scatter-add)
+    ~0.2 ms (docs/performance.md). Folding the star flat into the pair columns replaces the
+    per-observation group gather by per-pair ones (11,648 pairs vs 274k observations).
+    """
+    t = pair_terms(params, data, lut) if terms is None else terms
+    base = t.mag_i0 + pair_instrument(params, data)
+    if pair_gray is not None:
+        base = base + pair_gray
+    group = data.pair_flat_group
+    flat = tuple(params.star_flat[:, k][group] for k in range(data.n_coef))
+    return (base, t.dmag_i0, t.i10, t.di10) + flat
+
+
 def standard_magnitudes(
     params: FitParams,
     data: FitData,
@@ -132,22 +153,46 @@ def standard_magnitudes(
     ``pair_gray`` (dense per pair, mag) is added when "crunching" (fgcm: ccdGray).
     Computed in the dtype of ``data.obs_mag``.
     """
+    cols = pair_rows(params, data, lut, pair_gray, terms)
+    fp = gather(sed_slope.astype(data.obs_mag.dtype), data.obs_sb)
+    return magnitudes_from_rows(cols, params.sed_scale, data, fp)
+
+
+def magnitudes_from_rows(cols, sed_scale: jax.Array, data: FitData,
+                         sed_slope_obs: jax.Array) -> jax.Array:
+    """The per-observation part of :func:`standard_magnitudes`: 1-D gathers of the
+    :func:`pair_rows` columns, the star-flat Chebyshev basis from x, y on the fly, the
+    chromatic term. ``sed_slope_obs`` is F' per observation (``sed_slope[obs_sb]``)."""
     dt = data.obs_mag.dtype
-    t = pair_terms(params, data, lut) if terms is None else terms
     pair = data.obs_pair
+    table = materialized(jnp.stack([c.astype(dt) for c in cols]))
+    base, dmag, i10_p, di10, *flat_c = (gather(table[k], pair) for k in range(len(cols)))
     ds = data.obs_dsecz
-    base = t.mag_i0 + pair_instrument(params, data)
-    if pair_gray is not None:
-        base = base + pair_gray
-    mag_i0 = gather(base.astype(dt), pair) + gather(t.dmag_i0.astype(dt), pair) * ds
-    i10 = gather(t.i10.astype(dt), pair) + gather(t.di10.astype(dt), pair) * ds
-    flat = jnp.sum(data.obs_cheb * gather(params.star_flat.astype(dt), data.obs_flat_group),
-                   axis=1)
-    fp = (gather(sed_slope.astype(dt), data.obs_sb)
-          * gather(params.sed_scale.astype(dt), data.obs_band))
-    i10_std = gather(data.band_i10_std.astype(dt), data.obs_band)
+    mag_i0 = base + dmag * ds
+    i10 = i10_p + di10 * ds
+    cheb = chebyshev_columns(data.obs_xn, data.obs_yn, data.star_flat_order)
+    flat = cheb[0] * flat_c[0]
+    for k in range(1, len(cheb)):
+        flat = flat + cheb[k] * flat_c[k]
+    band = data.obs_band
+    fp = sed_slope_obs * gather(sed_scale.astype(dt), band)
+    i10_std = gather(data.band_i10_std.astype(dt), band)
     chrom = MAG_PER_LN * jnp.log((1 + fp * i10) / (1 + fp * i10_std))
     return data.obs_mag + mag_i0 + flat + chrom
+
+
+def materialized(table: jax.Array) -> jax.Array:
+    """``table`` (k, n), computed once before it is gathered from.
+
+    Without this, XLA's CPU backend fuses the producers of a small table (the per-pair
+    instrument terms, the star-flat group lookup, ...) into the per-observation gather loop and
+    recomputes them for every observation: the fit pass was 3x slower (docs/performance.md).
+    ``optimization_barrier`` does not prevent it (the CPU pipeline removes barriers before
+    fusion); a product with the identity does, since XLA does not fuse a dot into a loop and
+    does not simplify it away. Exact: x * 1 + y * 0 = x for finite values.
+    """
+    return jnp.matmul(jnp.eye(table.shape[0], dtype=table.dtype), table,
+                      precision=jax.lax.Precision.HIGHEST)
 
 
 def gather(table: jax.Array, index: jax.Array) -> jax.Array:

@@ -9,7 +9,8 @@ Methods (measured in scripts/bench_fit.py, passes = full evaluations over the ob
   evaluation (value and gradient together).
 - ``"gauss_newton"``: Levenberg-Marquardt-damped Gauss-Newton on the weighted residual vector.
   The Jacobian of the free parameters is built by forward-mode JVPs in blocks of ``GN_BLOCK``
-  parameters (one pass per block), so an iteration costs ceil(n_free / GN_BLOCK) + 1 passes
+  parameters (one pass per block; all in one vmapped JVP when the Jacobian has at most
+  ``GN_ONE_BLOCK_MAX`` values), so an iteration costs ceil(n_free / GN_BLOCK) + 1 passes
   and holds the n_free x n_obs Jacobian in memory (fine for a tract, not for a survey).
 """
 
@@ -32,6 +33,11 @@ jax.config.update("jax_enable_x64", True)
 
 #: Parameters per forward-mode Jacobian block of the Gauss-Newton method.
 GN_BLOCK = 32
+#: Largest Jacobian (n_free x n_residuals elements, float64) built in one vmapped JVP instead
+#: of blocks of GN_BLOCK: one pass then replaces a loop that zero-filled the whole Jacobian and
+#: copied every block into it (~40% of the Gauss-Newton time on the tract preset,
+#: docs/performance.md). 2**25 elements = 256 MB.
+GN_ONE_BLOCK_MAX = 2**25
 #: Absolute chi2 decrease below which an iteration counts as converged.
 CHI2_ABS_TOL = 0.1
 
@@ -167,6 +173,9 @@ def _gn_normal_equations(residual_fn, unravel, z, x0, idx, scale, args):
     nblock = math.ceil(n / GN_BLOCK)
     r, jvp = jax.linearize(
         lambda zz: _gn_residual(residual_fn, unravel, zz, x0, idx, scale, args), z)
+    if n * r.shape[0] <= GN_ONE_BLOCK_MAX:
+        jac = jax.vmap(jvp)(jnp.eye(n))
+        return jac @ jac.T, jac @ r, r @ r
     basis = jnp.eye(nblock * GN_BLOCK, n)
 
     def block(k):
