@@ -204,8 +204,16 @@ def main(argv=None):
                     help="observation counts for the scaling (default 1e5 1e6 [1e7])")
     ap.add_argument("--no-calibrate", action="store_true", help="skip the end-to-end run")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--malloc-defaults", action="store_true",
+                    help="keep glibc's allocator defaults (else fit.hostmem.retain_freed_memory, "
+                    "as the calibrate command does)")
     a = ap.parse_args(argv)
-    print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}")
+    if not a.malloc_defaults:
+        from jaxfgcm.fit.hostmem import retain_freed_memory
+
+        retain_freed_memory()  # before the first JAX computation (docs/performance.md)
+    print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
+          f"freed host memory {'returned (glibc defaults)' if a.malloc_defaults else 'retained'}")
     synth_cfg = Config().with_overrides(["instrument.bands=[g,r,i]", "fit.fit_bands=[g,r,i]",
                                          "fit.min_star_per_exp=50"])
     with tempfile.TemporaryDirectory() as tmp:
