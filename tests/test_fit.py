@@ -283,6 +283,24 @@ def test_a_lost_night_band_is_cut_relative_to_its_airmass_law():
     assert np.sum(again[5:] == 0) == 1 and again[5] == 0  # 20 mmag at secz 1.1: the envelope
 
 
+def test_star_flat_centre_variance_is_the_mean_error_for_spread_stars(synth):
+    """Order-1 flat, stars spread over the detector: the centre value's variance is that of a
+    weighted mean, sigma^2 / n (the gradient terms vanish at the centre); empty groups: inf."""
+    from jaxfgcm.fit.starflat import star_flat_centre_variance
+
+    data, _, _ = synth
+    sigma = 0.02
+    use = data.obs_valid & (data.obs_flat_group != 0)  # group 0 left empty
+    var = star_flat_centre_variance(jnp.full(data.obs_mag.shape, sigma ** 2), use, data)
+    n = np.bincount(np.asarray(data.obs_flat_group)[np.asarray(use)], minlength=var.shape[0])
+    has = n > 0
+    assert not has[0] and has.sum() >= 20
+    ratio = np.asarray(var)[has] / (sigma ** 2 / n[has])
+    # measured 1.000-1.009 (> 1: the stars' spread about the centre is not perfectly even)
+    assert np.all((ratio > 0.999) & (ratio < 1.05))
+    assert np.all(np.isinf(np.asarray(var)[~has]))
+
+
 def test_ab_normalisation_is_fgcms_term():
     """zptABNoThroughput from the config equals the simulator's 2.5 log10(A/(h g)) - 48.6 and
     scales with the mirror area and the gain."""

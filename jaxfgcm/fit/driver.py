@@ -32,7 +32,7 @@ from .model import (
 )
 from .params import FitParams
 from .sharding import obs_mesh, replicate, shard_fit_data
-from .starflat import MIN_STARS_PER_COEF
+from .starflat import MIN_STARS_PER_COEF, star_flat_centre_variance
 
 jax.config.update("jax_enable_x64", True)
 
@@ -322,7 +322,12 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
                        minlength=nE * nD)
            / np.maximum(np.bincount(pair[valid], minlength=nE * nD), 1)).reshape(nE, nD)
     band = np.asarray(data.exp_band)
-    zerr = np.sqrt(gray_var + sig[band][:, None] ** 2 / np.maximum(til - 1, 1))
+    # + the star flat's error at the detector centre (not in fgcm's formula; ~0.5 mmag for a
+    # typical detector of the tract preset, several mmag for sparse tract-edge ones)
+    var_flat = np.asarray(star_flat_centre_variance(final.residuals.var_e, jnp.asarray(use),
+                                                    data))[np.asarray(data.pair_flat_group)]
+    zerr = np.sqrt(gray_var + sig[band][:, None] ** 2 / np.maximum(til - 1, 1)
+                   + var_flat.reshape(nE, nD))
 
     # flags
     fit_band = np.asarray(data.fit_bands)[band]

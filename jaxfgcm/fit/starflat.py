@@ -76,3 +76,26 @@ def update_star_flat(star_flat, egray, var_e, use, data: FitData):
     sw = jax.ops.segment_sum(w, ef, nef)
     mean = jnp.where(sw > 0, jax.ops.segment_sum(w * val, ef, nef) / jnp.where(sw > 0, sw, 1.0), 0.0)
     return new.at[:, 0].add(-jnp.repeat(mean, data.n_det))
+
+
+@jax.jit
+def star_flat_centre_variance(var_e, use, data: FitData):
+    """Variance (mag^2) of each star-flat group's value at the detector centre, from the
+    weighted normal matrix of its ``use`` observations and the gradient prior (groups without
+    observations: inf). For the zeropoint errors: the flat enters every zeropoint at the
+    centre, and fgcm's zeropoint error leaves it out."""
+    ngroup = data.n_epochs * data.n_filters * data.n_det
+    a = data.obs_cheb.astype(jnp.float64)
+    ncoef = a.shape[1]
+    w = jnp.where(use & (var_e > 0), 1.0 / jnp.where(var_e > 0, var_e, 1.0), 0.0)
+    ata = jax.ops.segment_sum(w[:, None, None] * a[:, :, None] * a[:, None, :],
+                              data.obs_flat_group, ngroup)
+    prior = (1.0 / GRADIENT_PRIOR_MAG**2) * (jnp.arange(ncoef) > 0)
+    mat = ata + jnp.eye(ncoef) * prior[None, None, :]
+    order = data.star_flat_order
+    t0 = jnp.array([jnp.cos(k * jnp.pi / 2) for k in range(order + 1)])  # T_k(0)
+    b = (t0[:, None] * t0[None, :]).reshape(-1)
+    has = ata[:, 0, 0] > 0
+    safe = jnp.where(has[:, None, None], mat, jnp.eye(ncoef)[None])
+    x = jnp.linalg.solve(safe, jnp.broadcast_to(b, (ngroup, ncoef))[..., None])[..., 0]
+    return jnp.where(has, x @ b, jnp.inf)
