@@ -106,7 +106,7 @@ def measure_pass(data, lut, cfg, repeats=5):
     return out | {"t_fit": t_fit, "t_bare": t_bare, "t_lut": t_lut, "compile_fit": compile_fit,
             "compile_bare": c_bare - t_bare, "compile_lut": c_lut - t_lut,
             "data_bytes": data_bytes(data), "pass_temp_bytes": temp,
-            "data_bytes_f32": data_bytes(data.with_obs_dtype(jnp.float32))}
+            "data_bytes_f64": data_bytes(data.with_obs_dtype(jnp.float64))}
 
 
 def print_pass(title, data, r):
@@ -131,8 +131,8 @@ def print_pass(title, data, r):
     obs_part = max(r["t_fit"] - r["t_lut"], 0.0)
     print(f"ratio fit / floor: {r['t_fit'] / r['t_bare']:.1f} (target <= 2); without the LUT "
           f"part: {obs_part / r['t_bare']:.1f}")
-    print(f"memory: fit arrays {r['data_bytes'] / n:.0f} B/obs ({r['data_bytes_f32'] / n:.0f} "
-          f"with float32 observation arrays), value+grad temporaries "
+    print(f"memory: fit arrays {r['data_bytes'] / n:.0f} B/obs ({data.obs_mag.dtype} observation "
+          f"arrays; {r['data_bytes_f64'] / n:.0f} with float64), value+grad temporaries "
           f"{r['pass_temp_bytes'] / n:.0f} B/obs (XLA memory analysis)")
 
 

@@ -327,3 +327,12 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_result(synth):
     ok = np.isfinite(full.zeropoint)
     assert np.max(np.abs(resumed.zeropoint[ok] - full.zeropoint[ok])) < 1e-9
     assert resumed.repeatability.shape == full.repeatability.shape
+
+
+def test_observation_dtype_is_checked():
+    from jaxfgcm.config import ConfigError
+    from jaxfgcm.fit import FitData
+
+    cfg = Config().with_overrides(["fit.observation_dtype=float16"])
+    with pytest.raises(ConfigError, match="observation_dtype"):
+        FitData.build(None, None, None, cfg)

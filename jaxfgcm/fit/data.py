@@ -373,9 +373,17 @@ class FitData(eqx.Module):
 
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def build(cls, catalog, lut, camera, config, obs_dtype=np.float64) -> FitData:
+    def build(cls, catalog, lut, camera, config, obs_dtype=None) -> FitData:
         """From a :class:`jaxfgcm.stars.StarCatalog`, the LUT (for the standard passbands) and
-        the camera (detector ids and sizes)."""
+        the camera (detector ids and sizes). ``obs_dtype``: of the per-observation float
+        arrays (default ``config.fit.observation_dtype``)."""
+        if obs_dtype is None:
+            if config.fit.observation_dtype not in ("float32", "float64"):
+                from jaxfgcm.config import ConfigError
+
+                raise ConfigError(f"'fit.observation_dtype' must be float32 or float64, got "
+                                  f"{config.fit.observation_dtype!r}")
+            obs_dtype = np.dtype(config.fit.observation_dtype)
         stars, obs, visits = catalog.stars, catalog.observations, catalog.visits
         bands = tuple(config.instrument.bands)
         lut_filters = [str(f) for f in _attr(lut, "physical_filters")]
