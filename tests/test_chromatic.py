@@ -9,8 +9,12 @@ import pytest
 
 from jaxfgcm.camera import hsc_like_camera
 from jaxfgcm.config import Config
-from jaxfgcm.lut.build import (_default_atmosphere, config_wavelength, quadrature_weights,
-                               standard_parameters)
+from jaxfgcm.lut.build import (
+    _default_atmosphere,
+    config_wavelength,
+    quadrature_weights,
+    standard_parameters,
+)
 from jaxfgcm.simulate.sky import draw_teff, make_sed_library
 from jaxfgcm.throughput import hsc_like_throughput
 

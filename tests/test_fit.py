@@ -271,8 +271,8 @@ def test_a_lost_night_band_is_cut_relative_to_its_airmass_law():
                            exp_secz=secz, fit_bands=(True,))
     gray = SimpleNamespace(exp_gray=eg, exp_n_obs=np.full(9, 500),
                            exp_gray_rms=np.full(9, 0.002))
-    cut = dict(low_cut=[-0.005], high_cut=[0.05], var_cut=0.0005, min_star_per_exp=100,
-               min_exp_per_night=1)
+    cut = {"low_cut": [-0.005], "high_cut": [0.05], "var_cut": 0.0005,
+           "min_star_per_exp": 100, "min_exp_per_night": 1}
     flags = G.exposure_flags(gray, data, **cut)
     assert np.all(flags & G.EXP_GRAY_TOO_NEGATIVE)
     lost = G.lost_night_bands(flags, gray, data)

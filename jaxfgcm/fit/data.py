@@ -79,6 +79,13 @@ def chebyshev_columns(xn: jax.Array, yn: jax.Array, order: int) -> list[jax.Arra
     return [tx[i] * ty[j] for i in range(order + 1) for j in range(order + 1)]
 
 
+def chebyshev_centre(order: int) -> jax.Array:
+    """The basis of :func:`chebyshev_columns` at the detector centre (x = y = 0), where the
+    zeropoints are quoted."""
+    zero = jnp.zeros(1, jnp.float64)
+    return jnp.concatenate(chebyshev_columns(zero, zero, order))
+
+
 class FitData(eqx.Module):
     """All arrays the fit reads. Build with :meth:`build` (from a StarCatalog) or
     :meth:`from_arrays` (plain arrays, for experiments and synthetic tests)."""

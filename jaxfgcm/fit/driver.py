@@ -344,11 +344,7 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
     # offset (the simulator's detector offsets alone scatter by 8 mmag; on the tiny preset
     # detectors at the tract edge with 0-5 stars were off by up to 56 mmag).
     n_flat = _stars_per_flat_group(data, np.asarray(use))
-    e_idx = np.repeat(np.arange(nE), nD)
-    d_idx = np.tile(np.arange(nD), nE)
-    group = ((np.asarray(data.exp_epoch)[e_idx] * data.n_filters
-              + np.asarray(data.exp_filter)[e_idx]) * nD + d_idx)
-    few = (n_flat[group] < MIN_STARS_PER_COEF).reshape(nE, nD)
+    few = (n_flat[np.asarray(data.pair_flat_group)] < MIN_STARS_PER_COEF).reshape(nE, nD)
     flag = np.where(few & (flag < ZP_CANNOT_COMPUTE), ZP_TOO_FEW_STARS_ON_CCD, flag)
     flag = np.where(no_stars[:, None], ZP_CANNOT_COMPUTE, flag)
     bad = flag >= ZP_CANNOT_COMPUTE

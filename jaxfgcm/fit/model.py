@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .data import FitData, chebyshev_columns
+from .data import FitData, chebyshev_centre, chebyshev_columns
 from .params import FitParams
 
 jax.config.update("jax_enable_x64", True)
@@ -203,13 +203,7 @@ def gather(table: jax.Array, index: jax.Array) -> jax.Array:
 
 def star_flat_at_centre(params: FitParams, data: FitData) -> jax.Array:
     """Star flat (mag) at each detector centre, dense per pair."""
-    order = data.star_flat_order
-    t0 = jnp.array([math.cos(k * math.pi / 2) for k in range(order + 1)])  # T_k(0)
-    basis = (t0[:, None] * t0[None, :]).reshape(-1)
-    e = jnp.repeat(jnp.arange(data.n_exp), data.n_det)
-    d = jnp.tile(jnp.arange(data.n_det), data.n_exp)
-    group = (data.exp_epoch[e] * data.n_filters + data.exp_filter[e]) * data.n_det + d
-    return params.star_flat[group] @ basis
+    return params.star_flat[data.pair_flat_group] @ chebyshev_centre(data.star_flat_order)
 
 
 @jax.jit

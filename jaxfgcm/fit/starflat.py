@@ -17,7 +17,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from .data import FitData
+from .data import FitData, chebyshev_centre
 
 jax.config.update("jax_enable_x64", True)
 
@@ -39,9 +39,7 @@ def update_star_flat(star_flat, egray, var_e, use, data: FitData):
     as a positive EGray)."""
     ngroup, ncoef = star_flat.shape
     group = data.obs_flat_group
-    a = data.obs_cheb.astype(jnp.float64)
-    w = jnp.where(use & (var_e > 0), 1.0 / jnp.where(var_e > 0, var_e, 1.0), 0.0)
-    ata = jax.ops.segment_sum(w[:, None, None] * a[:, :, None] * a[:, None, :], group, ngroup)
+    a, w, ata = _normal_matrix(var_e, use, data)
     atb = jax.ops.segment_sum((w * egray)[:, None] * a, group, ngroup)
     n = jax.ops.segment_sum((w > 0).astype(jnp.int32), group, ngroup)
     # A full polynomial also needs the stars to span the detector: extrapolated to the centre
@@ -84,18 +82,23 @@ def star_flat_centre_variance(var_e, use, data: FitData):
     weighted normal matrix of its ``use`` observations and the gradient prior (groups without
     observations: inf). For the zeropoint errors: the flat enters every zeropoint at the
     centre, and fgcm's zeropoint error leaves it out."""
-    ngroup = data.n_epochs * data.n_filters * data.n_det
-    a = data.obs_cheb.astype(jnp.float64)
-    ncoef = a.shape[1]
-    w = jnp.where(use & (var_e > 0), 1.0 / jnp.where(var_e > 0, var_e, 1.0), 0.0)
-    ata = jax.ops.segment_sum(w[:, None, None] * a[:, :, None] * a[:, None, :],
-                              data.obs_flat_group, ngroup)
+    _, _, ata = _normal_matrix(var_e, use, data)
+    ngroup, ncoef = ata.shape[:2]
     prior = (1.0 / GRADIENT_PRIOR_MAG**2) * (jnp.arange(ncoef) > 0)
     mat = ata + jnp.eye(ncoef) * prior[None, None, :]
-    order = data.star_flat_order
-    t0 = jnp.array([jnp.cos(k * jnp.pi / 2) for k in range(order + 1)])  # T_k(0)
-    b = (t0[:, None] * t0[None, :]).reshape(-1)
+    b = chebyshev_centre(data.star_flat_order)
     has = ata[:, 0, 0] > 0
     safe = jnp.where(has[:, None, None], mat, jnp.eye(ncoef)[None])
     x = jnp.linalg.solve(safe, jnp.broadcast_to(b, (ngroup, ncoef))[..., None])[..., 0]
     return jnp.where(has, x @ b, jnp.inf)
+
+
+def _normal_matrix(var_e, use, data: FitData):
+    """Chebyshev basis a, weights 1/var_e of the ``use`` observations, and per star-flat group
+    the weighted normal matrix sum w a a^T."""
+    ngroup = data.n_epochs * data.n_filters * data.n_det
+    a = data.obs_cheb.astype(jnp.float64)
+    w = jnp.where(use & (var_e > 0), 1.0 / jnp.where(var_e > 0, var_e, 1.0), 0.0)
+    ata = jax.ops.segment_sum(w[:, None, None] * a[:, :, None] * a[:, None, :],
+                              data.obs_flat_group, ngroup)
+    return a, w, ata
