@@ -336,3 +336,29 @@ def test_observation_dtype_is_checked():
     cfg = Config().with_overrides(["fit.observation_dtype=float16"])
     with pytest.raises(ConfigError, match="observation_dtype"):
         FitData.build(None, None, None, cfg)
+
+
+def test_star_flat_gradient_needs_enough_weighted_stars(synth):
+    """A group whose observations are many but nearly all low-weight gets only a constant
+    (stars counted by weight, Kish's effective number), and its old gradient goes to 0; groups
+    with enough weighted stars keep a gradient the residuals support."""
+    from jaxfgcm.fit.starflat import MIN_STARS_PER_COEF, update_star_flat
+
+    data, _, _ = synth
+    group = np.asarray(data.obs_flat_group)
+    use = np.asarray(data.obs_valid)
+    n = np.bincount(group[use], minlength=data.n_epochs * data.n_filters * data.n_det)
+    g0 = int(np.argmax(n))
+    assert n[g0] >= 4 * MIN_STARS_PER_COEF * data.n_coef
+    var = np.full(use.shape, 0.01 ** 2)
+    idx = np.flatnonzero(use & (group == g0))
+    var[idx[10:]] = 1.0  # all but 10 observations 100x noisier: effective number ~10
+    old = jnp.full((n.size, data.n_coef), 0.005)  # 5 mmag gradients everywhere
+    # residuals 0: the data agree with the current flat
+    new = np.asarray(update_star_flat(old, jnp.zeros(use.shape), jnp.asarray(var),
+                                      data.obs_valid, data))
+    assert np.all(new[g0, 1:] == 0.0)
+    full = (n >= 4 * MIN_STARS_PER_COEF * data.n_coef) & (np.arange(n.size) != g0)
+    assert full.sum() >= 5
+    # kept, shrunk by the 10 mmag prior by < 10 %
+    assert np.all((new[full, 1:] > 0.0045) & (new[full, 1:] <= 0.005))

@@ -119,3 +119,18 @@ def test_band_subset_reads_each_exposures_own_filter(tmp_path):
         i0, _ = lut.interp(fi, di, float(data.exp_pressure[e]), std.pwv, std.o3, std.tau,
                            std.alpha, secz)
         assert abs(got[e, 0] - 2.5 * np.log10(float(i0))) < 1e-6, name
+
+
+def test_zeropoint_airmass_is_the_detector_centres(fitted):
+    """FitData.pair_secz_centre (camera geometry + boresight) is the airmass the simulator
+    quotes its truth zeropoints at; the stars' mean airmass (pair_secz) is not."""
+    _, cam, data, res, truth = fitted
+    tz = truth("zeropoints")
+    vi = {int(v): i for i, v in enumerate(res.visit)}
+    di = {int(x): j for j, x in enumerate(np.asarray(cam.ids))}
+    pair = (np.array([vi[int(v)] for v in tz["visit"]]) * data.n_det
+            + np.array([di[int(x)] for x in tz["detector"]]))
+    centre = np.asarray(data.pair_secz_centre)[pair]
+    mean_of_stars = np.asarray(data.pair_secz)[pair]
+    assert np.max(np.abs(centre - tz["secz_centre"])) < 1e-6
+    assert np.sqrt(np.mean((mean_of_stars - tz["secz_centre"]) ** 2)) > 1e-3

@@ -52,6 +52,19 @@ def airmass(ha_deg, dec_deg, latitude_deg):
     return 1.0 / (np.sin(dec) * np.sin(lat) + np.cos(dec) * np.cos(lat) * np.cos(ha))
 
 
+def detector_centre_airmass(camera, telra, teldec, telha, telrot, latitude_deg) -> np.ndarray:
+    """(n_visits, n_det) airmass at each detector centre, from the camera geometry and the
+    boresight (degrees). The zeropoint is quoted there (as fgcm does with its CCD offsets);
+    the mean airmass of a pair's stars differs from it by up to ~0.02 on tract-edge detectors
+    that stars cover in part (0.006 RMS on the simulator's tract preset, ~1 mmag in g)."""
+    out = np.empty((len(telra), len(camera.ids)))
+    for v in range(len(telra)):
+        ra, dec = camera.focal_plane_to_sky(camera.x_mm, camera.y_mm, telra[v], teldec[v],
+                                            telrot[v])
+        out[v] = airmass(telha[v] + telra[v] - ra, dec, latitude_deg)
+    return out
+
+
 def chebyshev_basis(xn: np.ndarray, yn: np.ndarray, order: int) -> np.ndarray:
     """T_i(x) T_j(y) for 0 <= i, j <= order, columns ordered i * (order + 1) + j.
 
@@ -127,6 +140,8 @@ class FitData(eqx.Module):
     exp_secz: jax.Array  # boresight airmass
     # ---- (exposure, detector) pairs, dense: pair = exp * n_det + det ----
     pair_secz: jax.Array  # mean airmass of the pair's observations (boresight if none)
+    #: airmass at the detector centre, where zeropoints are quoted (pair_secz when unknown)
+    pair_secz_centre: jax.Array
     pair_seeing: jax.Array  # PSF FWHM of the pair minus its band median (arcsec; 0 if unknown)
     det_lut_slot: jax.Array  # LUT detector slot of each detector index
     # LUT table index of each of ``filters``: the fit may use a subset of the LUT's filters
@@ -212,6 +227,7 @@ class FitData(eqx.Module):
         det_lut_slot=None,
         psf_fwhm=None,
         filter_lut_index=None,
+        centre_secz=None,
     ) -> FitData:
         """Build from plain arrays.
 
@@ -222,6 +238,8 @@ class FitData(eqx.Module):
         to scale x, y to [-1, 1] for the star-flat Chebyshev polynomials. ``det_lut_slot`` maps
         detector index -> LUT detector slot (default: the same index). A visit without a
         pressure gets the median of the others (with a warning), never a silent standard.
+        ``centre_secz`` (n_visits, n_det; visits-table order) is the airmass at each detector
+        centre, where the zeropoints are quoted (default: the mean airmass of the pair's stars).
         """
         fit_cfg, site = config.fit, config.site
         star_index = np.asarray(star_index, dtype=np.int64)
@@ -281,6 +299,12 @@ class FitData(eqx.Module):
         cnt = np.bincount(pair, minlength=n_pairs)
         pair_secz = np.bincount(pair, weights=secz_obs, minlength=n_pairs) / np.maximum(cnt, 1)
         pair_secz = np.where(cnt > 0, pair_secz, np.repeat(exp_secz, n_det))
+        if centre_secz is None:
+            pair_secz_centre = pair_secz
+        else:
+            pair_secz_centre = np.asarray(centre_secz, np.float64).reshape(-1)
+            if pair_secz_centre.shape != (n_pairs,) or not np.all(np.isfinite(pair_secz_centre)):
+                raise FitDataError(f"centre_secz: expected ({n_exp}, {n_det}) finite airmasses")
         dsecz = secz_obs - pair_secz[pair]
         pair_seeing = _centred_seeing(
             _pair_fwhm(psf_fwhm, pair, n_pairs, cols.get("psf_fwhm"), n_det),
@@ -353,6 +377,7 @@ class FitData(eqx.Module):
                 .astype(np.int32)),
             exp_secz=jnp.asarray(exp_secz),
             pair_secz=jnp.asarray(pair_secz),
+            pair_secz_centre=jnp.asarray(pair_secz_centre),
             pair_seeing=jnp.asarray(pair_seeing),
             det_lut_slot=jnp.asarray(np.arange(n_det) if det_lut_slot is None
                                      else np.asarray(det_lut_slot), dtype=jnp.int32),
@@ -432,6 +457,13 @@ class FitData(eqx.Module):
             vis["psf_fwhm"] = np.asarray(_col(visits, "psf_fwhm", "visits"), np.float64)
         except FitDataError:
             pass  # optional: no aperture correction
+        try:
+            telrot = np.asarray(_col(visits, "telrot", "visits"), np.float64)
+        except FitDataError:
+            centre_secz = None  # no rotation: zeropoints at the stars' mean airmass
+        else:
+            centre_secz = detector_centre_airmass(camera, vis["telra"], vis["teldec"],
+                                                  vis["telha"], telrot, config.site.latitude_deg)
         obs_fwhm = None
         if "psf_fwhm" in obs:  # per (visit, detector); catalogs before format 2 lack it
             obs_fwhm = np.asarray(obs["psf_fwhm"], np.float64)
@@ -458,6 +490,7 @@ class FitData(eqx.Module):
             obs_dtype=obs_dtype,
             det_lut_slot=_lut_slots(lut, det_ids),
             psf_fwhm=obs_fwhm,
+            centre_secz=centre_secz,
             filter_lut_index=[lut_filters.index(f) for f in filters],
         )
 

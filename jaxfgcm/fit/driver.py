@@ -312,7 +312,9 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
     terms = pair_terms(params, data, lut)
     inst = np.asarray(pair_instrument(params, data)).reshape(nE, nD)
     flat_c = np.asarray(star_flat_at_centre(params, data)).reshape(nE, nD)
-    zpt = zpt_ab + np.asarray(terms.mag_i0).reshape(nE, nD) + inst + flat_c + gray_used
+    # the LUT term at the detector centre's airmass (first order, as for the observations)
+    mag_i0 = np.asarray(terms.mag_i0 + terms.dmag_i0 * (data.pair_secz_centre - data.pair_secz))
+    zpt = zpt_ab + mag_i0.reshape(nE, nD) + inst + flat_c + gray_used
     # zeropoint error: gray error and sigma_FGCM over the mean number of observations per star
     nobs_sb = np.bincount(np.asarray(data.obs_sb), weights=np.asarray(use, float),
                           minlength=data.n_sb)

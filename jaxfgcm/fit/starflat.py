@@ -4,10 +4,12 @@ fgcm-reference §5.1 step 14), by weighted linear least squares.
 
 All groups are solved at once: the normal equations are segment sums over observations of
 w a a^T (a = Chebyshev basis at the observation) and are solved as one batched linear system.
-A group with fewer than ``MIN_STARS_PER_COEF`` stars per coefficient only gets a constant; a
+A group with fewer than ``MIN_STARS_PER_COEF`` stars per coefficient (counted by weight, see
+update_star_flat) only gets a constant, and a coefficient it may no longer fit goes to 0; a
 group with fewer than ``MIN_STARS_PER_COEF`` stars keeps its coefficients (a handful of stars,
-one of them an unflagged blend, gave 0.13 mag flats on the simulator's tiny preset). The flat's mean over each (epoch, filter) is forced
-to zero, so it cannot trade a constant with the star magnitudes.
+one of them an unflagged blend, gave 0.13 mag flats on the simulator's tiny preset). The
+flat's mean over each (epoch, filter) is forced to zero, so it cannot trade a constant with the
+star magnitudes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .data import FitData, chebyshev_centre
 
 jax.config.update("jax_enable_x64", True)
 
-#: Stars per Chebyshev coefficient needed for a full fit (fgcm: 10).
+#: Stars per Chebyshev coefficient needed for a full fit (fgcm: 10), counted by weight.
 MIN_STARS_PER_COEF = 10
 #: Prior width of the star-flat gradient coefficients (mag): the simulator's and HSC's flats
 #: change by a few mmag across one detector.
@@ -52,7 +54,12 @@ def update_star_flat(star_flat, egray, var_e, use, data: FitData):
         mean = ata[:, 0, k] / sw
         var = ata[:, k, k] / sw - mean * mean
         spread &= (var >= MIN_FLAT_SPREAD_VAR) & (jnp.abs(mean) <= MAX_FLAT_MEAN_OFFSET)
-    full = (n >= MIN_STARS_PER_COEF * ncoef) & spread
+    # Stars per coefficient counted by their information (Kish's effective number, (sum w)^2 /
+    # sum w^2): a y detector at the tract edge had 99 stars but the weight of 20, and a full
+    # fit to them put its centre 21 mmag off (simulator, tract preset seed 77).
+    sw1 = jax.ops.segment_sum(w, group, ngroup)
+    n_eff = sw1 * sw1 / jnp.maximum(jax.ops.segment_sum(w * w, group, ngroup), 1e-300)
+    full = (n_eff >= MIN_STARS_PER_COEF * ncoef) & spread
     keep = jnp.where(full[:, None], 1.0, (jnp.arange(ncoef) == 0)[None, :].astype(jnp.float64))
     eye = jnp.eye(ncoef)
     mat = ata * keep[:, :, None] * keep[:, None, :] + eye * (1.0 - keep[:, :, None])
@@ -63,10 +70,14 @@ def update_star_flat(star_flat, egray, var_e, use, data: FitData):
     # with hundreds of stars are barely affected.
     prior = (1.0 / GRADIENT_PRIOR_MAG**2) * keep * (jnp.arange(ncoef) > 0)[None, :]
     mat = mat + prior[:, :, None] * eye
-    rhs = atb * keep - prior * star_flat
-    delta = jnp.linalg.solve(mat, rhs[..., None])[..., 0]
-    delta = jnp.where((n >= MIN_STARS_PER_COEF)[:, None] & jnp.isfinite(delta), delta, 0.0)
-    new = star_flat + delta
+    # Solved for the new coefficients (the current flat plus the residuals at each observation),
+    # not for a change: coefficients a group may no longer fit go to 0 instead of keeping
+    # values fitted when it had more photometric stars (simulator, tract preset seed 77: a
+    # tract-edge y detector kept 38-66 mmag gradients from cycle 0, whose cloudy exposures
+    # were flagged later; its zeropoint was off by -21 mmag at the detector centre).
+    rhs = (jnp.einsum("gij,gj->gi", ata, star_flat) + atb) * keep
+    new = jnp.linalg.solve(mat, rhs[..., None])[..., 0]
+    new = jnp.where((n >= MIN_STARS_PER_COEF)[:, None] & jnp.isfinite(new), new, star_flat)
     # zero mean (over the observations) per (epoch, filter)
     ef = group // data.n_det
     nef = ngroup // data.n_det
