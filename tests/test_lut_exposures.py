@@ -174,14 +174,11 @@ def test_exposure_contraction_equals_separable(monkeypatch):
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-12, atol=1e-12)
 
 
-def test_exposure_pair_terms_equals_two_step_path(interp, monkeypatch):
+def test_exposure_pair_terms_equals_two_step_path(interp):
     """exposure_pair_terms (one custom JVP over the exposure contraction and the pair sums)
     against exposure_terms -> pairs_from_exposures with a JVP in sec z: values, the sec z
     derivatives, the gradient w.r.t. the atmosphere and a batch of JVPs (the Gauss-Newton
     Jacobian's pattern), to rounding; a tangent on sec z raises."""
-    import jaxfgcm.lut.interp as interp_module
-
-    monkeypatch.setattr(interp_module, "_EXPOSURE_BATCH", 7)  # 2 batches + a remainder of 3
     it, lut = interp
     rng = np.random.default_rng(13)
     with jax.enable_x64(True):
@@ -207,17 +204,17 @@ def test_exposure_pair_terms_equals_two_step_path(interp, monkeypatch):
                 scale = float(jnp.max(jnp.abs(r)))
                 assert float(jnp.max(jnp.abs(g - r))) <= rtol * scale, (rtol, scale)
 
-        close(fused(atm), two_step(atm), 1e-12)
+        close(jax.jit(fused)(atm), jax.jit(two_step)(atm), 1e-12)
         wts = [jnp.asarray(rng.normal(size=secz.shape)) for _ in range(4)]
 
-        def loss(fn):
-            return lambda a: sum(jnp.sum(x * w) for x, w in zip(fn(a), wts))
+        def grad(fn):
+            return jax.jit(jax.grad(lambda a: sum(jnp.sum(x * w) for x, w in zip(fn(a), wts))))
 
-        close(jax.grad(loss(fused))(atm), jax.grad(loss(two_step))(atm), 1e-11)
+        close(grad(fused)(atm), grad(two_step)(atm), 1e-11)
         tangents = [jnp.asarray(rng.normal(size=(6, a.shape[0]))) for a in atm]
 
         def jvps(fn):
-            return jax.vmap(lambda t: jax.jvp(fn, (atm,), (t,))[1])(tangents)
+            return jax.jit(jax.vmap(lambda t: jax.jvp(fn, (atm,), (t,))[1]))(tangents)
 
         close(jvps(fused), jvps(two_step), 1e-11)
         with pytest.raises(ValueError, match="only the atmosphere"):
