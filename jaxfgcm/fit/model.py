@@ -70,31 +70,28 @@ def pair_terms(params: FitParams, data: FitData, lut, secz=None) -> PairTerms:
     """LUT I0, I10 and their airmass derivatives for every (exposure, detector) pair."""
     atm = exposure_atmosphere(params, data)
     nd = data.n_det
+    secz = data.pair_secz if secz is None else secz
 
+    if hasattr(lut, "exposure_pair_terms"):
+        # The atmosphere part once per exposure; detectors are added by the LUT's low-rank
+        # detector basis, and the sec z derivative by differentiated stencil weights, all in
+        # one custom JVP (docs/performance.md). Equal to the per-pair path to 1.2e-7 mag.
+        out = lut.exposure_pair_terms(data.filter_lut_index[data.exp_filter], data.det_lut_slot,
+                                      *atm, secz.reshape(data.n_exp, nd))
+        ln_i0, dln_i0, i10, di10 = (x.reshape(-1) for x in out)
+        return PairTerms(MAG_PER_LN * ln_i0, MAG_PER_LN * dln_i0, i10, di10)
+
+    # any interpolator with the plain interp(filter, detector, atmosphere..., secz): per pair
     def rep(a):
         return jnp.repeat(a, nd, total_repeat_length=data.n_pairs)
 
     filt = rep(data.filter_lut_index[data.exp_filter])
     det = jnp.tile(data.det_lut_slot, data.n_exp)
     args = [rep(a) for a in atm]
-    secz = data.pair_secz if secz is None else secz
 
-    if hasattr(lut, "exposure_terms"):
-        # The atmosphere part once per exposure, outside the airmass JVP; detectors are added by
-        # the LUT's low-rank detector basis. Equal to the per-pair path to 1.2e-7 mag, 2.3x
-        # faster fit pass on the tract preset (docs/performance.md).
-        exp_filt = data.filter_lut_index[data.exp_filter]
-        terms = lut.exposure_terms(exp_filt, *atm)
-
-        def f(s):
-            i0, i10 = lut.pairs_from_exposures(terms, exp_filt, data.det_lut_slot,
-                                               s.reshape(data.n_exp, nd))
-            return jnp.log(i0).reshape(-1), i10.reshape(-1)
-    else:  # any interpolator with the plain interp(filter, detector, atmosphere..., secz)
-
-        def f(s):
-            i0, i10 = lut.interp(filt, det, *args, s)
-            return jnp.log(i0), i10
+    def f(s):
+        i0, i10 = lut.interp(filt, det, *args, s)
+        return jnp.log(i0), i10
 
     (ln_i0, i10), (dln_i0, di10) = jax.jvp(f, (secz,), (jnp.ones_like(secz),))
     return PairTerms(MAG_PER_LN * ln_i0, MAG_PER_LN * dln_i0, i10, di10)

@@ -32,6 +32,16 @@ reproduce every node to 2e-7 in ln I0 and 1e-4 A in I10). The five atmosphere ax
 contracted once per exposure for those few basis tables, and each pair only applies its sec z
 stencil and its slot's coefficients: ~10x fewer table bytes read per pass than the per-pair
 path when exposures have ~100 detectors.
+
+The fit uses :meth:`LutInterpolator.exposure_pair_terms`: both steps and the sec z derivative
+in one custom JVP (:func:`_contract_exposures`), so that the atmosphere derivatives of the pair
+terms are computed in its forward pass and a tangent is an element-wise combination of them.
+Reverse mode then transposes only that combination (a sum over detectors) instead of the pair
+sums (~100 separate reductions over detectors on XLA's CPU backend), and the Gauss-Newton
+Jacobian's 32 batched JVPs cost little more than one. The exposure contraction itself is the
+leading (pressure) axis element-wise, then one matrix product per exposure over the other four
+axes' 128 stencil nodes for the value and all derivatives at once. On the tract preset the
+fit's LUT value+grad went from ~8 ms to ~2 ms (docs/performance.md, 2026-11-25).
 """
 
 from __future__ import annotations
@@ -97,6 +107,22 @@ def _axis_cell(u, n, cubic):
     return s.astype(jnp.int32), kind, t
 
 
+def _axis_weights(block, cubic, orders, kinds, ts):
+    """{(axis, derivative order): (n, block[axis]) stencil weights} for the orders ``orders``
+    use."""
+    dtype = ts[0].dtype
+    weights = {}
+    for a in range(len(block)):
+        for o in sorted({m[a] for m in orders}):
+            if block[a] == 1:
+                w = jnp.full(ts[a].shape + (1,), 1.0 if o == 0 else 0.0, dtype)
+            else:
+                poly = _CUBIC_POLY if cubic[a] else _LINEAR_POLY
+                w = _stencil_weights(poly, kinds[a], ts[a], o)
+            weights[(a, o)] = w
+    return weights
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
 def _contract(block, cubic, orders, table, fi, di, starts, kinds, ts):
     """Derivatives of the interpolant in the cell fractions ``ts``, for each multi-index in
@@ -111,15 +137,7 @@ def _contract(block, cubic, orders, table, fi, di, starts, kinds, ts):
     """
     dtype = ts[0].dtype
     n_axes = len(block)
-    weights = {}
-    for a in range(n_axes):
-        for o in sorted({m[a] for m in orders}):
-            if block[a] == 1:
-                w = jnp.full(ts[a].shape + (1,), 1.0 if o == 0 else 0.0, dtype)
-            else:
-                poly = _CUBIC_POLY if cubic[a] else _LINEAR_POLY
-                w = _stencil_weights(poly, kinds[a], ts[a], o)
-            weights[(a, o)] = w
+    weights = _axis_weights(block, cubic, orders, kinds, ts)
     prefixes = [sorted({m[:a + 1] for m in orders}) for a in range(n_axes)]
     trailing = table.shape[2 + n_axes:]  # read whole: [ln I0, I10] (and more axes)
     zeros = (jnp.zeros((), jnp.int32),) * len(trailing)
@@ -142,24 +160,119 @@ def _contract(block, cubic, orders, table, fi, di, starts, kinds, ts):
     return jax.lax.map(one, (fi, di, tuple(starts), weights), batch_size=_BATCH)
 
 
-def _contract_jvp(block, cubic, orders, primals, tangents):
-    table, fi, di, starts, kinds, ts = primals
-    dts = tangents[-1]
-    active = [a for a, dt in enumerate(dts) if not isinstance(dt, SymbolicZero)]
-    raised = [tuple(o + (i == a) for i, o in enumerate(m)) for a in active for m in orders]
-    extended = tuple(dict.fromkeys(orders + tuple(raised)))
-    out = _contract(block, cubic, extended, table, fi, di, starts, kinds, ts)
-    pos = {m: i for i, m in enumerate(extended)}
-    primal = out[:, [pos[m] for m in orders]]
-    tangent = jnp.zeros_like(primal)
-    for a in active:
-        idx = [pos[tuple(o + (i == a) for i, o in enumerate(m))] for m in orders]
-        dt = dts[a].astype(out.dtype).reshape((-1,) + (1,) * (out.ndim - 1))
-        tangent = tangent + out[:, idx] * dt
-    return primal, tangent
+def _orders_jvp(contract):
+    """The JVP rule of a contraction ``contract(block, cubic, orders, *data, ts)`` whose output is
+    (n, len(orders), ...) per point and whose derivatives in the cell fractions ``ts`` are the same
+    contraction with raised orders: one call with the extended orders yields the value and
+    every first derivative. Differentiable in ``ts`` only: a tangent on any other floating input
+    (the table, the sec z weights of :func:`_contract_exposures`) raises."""
+
+    def rule(block, cubic, orders, primals, tangents):
+        *rest, ts = primals
+        for t in jax.tree_util.tree_leaves(tangents[:-1], is_leaf=lambda x: x is None):
+            if t is not None and not isinstance(t, SymbolicZero):
+                raise ValueError("LUT contraction: only the atmosphere arguments (the cell "
+                                 "fractions) are differentiable; got a tangent on the table, "
+                                 "the detector coefficients or the sec z weights")
+        dts = tangents[-1]
+        active = [a for a, dt in enumerate(dts) if not isinstance(dt, SymbolicZero)]
+        raised = [tuple(o + (i == a) for i, o in enumerate(m)) for a in active for m in orders]
+        extended = tuple(dict.fromkeys(orders + tuple(raised)))
+        out = contract(block, cubic, extended, *rest, ts)
+        pos = {m: i for i, m in enumerate(extended)}
+        primal = out[:, [pos[m] for m in orders]]
+        tangent = jnp.zeros_like(primal)
+        for a in active:
+            idx = [pos[tuple(o + (i == a) for i, o in enumerate(m))] for m in orders]
+            dt = dts[a].astype(out.dtype).reshape((-1,) + (1,) * (out.ndim - 1))
+            tangent = tangent + out[:, idx] * dt
+        return primal, tangent
+
+    return rule
 
 
-_contract.defjvp(_contract_jvp, symbolic_zeros=True)
+_contract.defjvp(_orders_jvp(_contract), symbolic_zeros=True)
+
+
+#: Exposures per batch of the per-exposure contraction: each gathers a 2x4x2x4x4 block of
+#: 8 x 6 x 2 basis values (98 KB float32, 98 KB more in float64 after the first axis), so a
+#: batch holds ~25 MB (vs ~2 GB unbatched for 10^4 exposures). The tract preset's 112 exposures
+#: are one batch; batches of 56 measured the same, 16-28 ~15 % slower.
+_EXPOSURE_BATCH = 128
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _contract_exposures(block, cubic, orders, table, fi, pairs, starts, kinds, ts):
+    """Per exposure, the basis table ``table`` (n_filter, 1, *grid(5), n_secz, n_basis, 2)
+    interpolated over the five atmosphere axes, for each multi-index in ``orders`` as in
+    :func:`_contract`: (n, len(orders), n_secz, n_basis, 2). With ``pairs = (w, dw, coef)``
+    (the dense sec z weights and their sec z derivatives (n, n_det, n_secz), the slot
+    coefficients (n, n_det, n_basis, 2)), continued to the pairs: (n, len(orders), 4, n_det),
+    [ln I0, d ln I0 / d secz, I10, d I10 / d secz] per detector (:func:`_pair_sums`).
+
+    Same values as :func:`_contract` to rounding (~1e-15 relative), in another order: the
+    first (leading) axis is contracted element-wise from the float32 block, then all others at
+    once with a product of the other axes' weights per multi-index, one (len(orders) x 128) @
+    (128 x 96) product per exposure. XLA's CPU backend runs that batched matrix product well,
+    where the separable contraction's many small strided slices cost ~70 us each, so the value
+    and 4 derivatives cost about what the value alone did (docs/performance.md).
+
+    Continuing to the pairs inside this custom JVP puts the atmosphere derivatives of the pair
+    terms into its forward pass: the tangent is then a per-exposure combination of them,
+    element-wise, whose transpose (reverse mode) is a sum over detectors and whose 32-wide
+    batch (the Gauss-Newton Jacobian) is cheap, where autodiff through the pair sums
+    transposed ~100 separate reductions over the detectors.
+    """
+    dtype = ts[0].dtype
+    n_axes = len(block)
+    weights = _axis_weights(block, cubic, orders, kinds, ts)
+    trailing = table.shape[2 + n_axes:]
+    zeros = (jnp.zeros((), jnp.int32),) * len(trailing)
+    first = sorted({m[0] for m in orders})
+    n_rest = int(np.prod(block[1:]))
+
+    def one(args):
+        f, s, w, pair_args = args
+        nodes = jax.lax.dynamic_slice(table, (f, zeros[0], *s, *zeros),
+                                      (1, 1) + block + trailing)[0, 0]
+        x = jnp.stack([sum(w[(0, o)][k] * nodes[k].astype(dtype) for k in range(block[0]))
+                       for o in first]).reshape(len(first), n_rest, -1)
+        rows = []
+        for m in orders:
+            y = w[(1, m[1])]
+            for a in range(2, n_axes):
+                y = (y[:, None] * w[(a, m[a])][None, :]).reshape(-1)
+            rows.append(jnp.stack([y if o == m[0] else jnp.zeros_like(y) for o in first]))
+        out = jnp.einsum("mob,obt->mt", jnp.stack(rows), x,
+                         precision=jax.lax.Precision.HIGHEST).reshape((len(orders),) + trailing)
+        return out if pair_args is None else _pair_sums(out, *pair_args)
+
+    return jax.lax.map(one, (fi, tuple(starts), weights, pairs), batch_size=_EXPOSURE_BATCH)
+
+
+_contract_exposures.defjvp(_orders_jvp(_contract_exposures), symbolic_zeros=True)
+
+
+def _pair_sums(terms, w, dw, coef):
+    """One exposure's pair terms from its basis terms (n_m, n_secz, n_basis, 2): per
+    multi-index, [sum_z w_z at_z, sum_z dw_z at_z] for ln I0 and I10, with at_z = sum_k
+    coef_k terms[z, k] per detector: (n_m, 4, n_det).
+
+    Explicit sums over the few nodes and basis tables, not an einsum: XLA's CPU backend runs
+    these as one fused loop, where a batched matrix product with 6-long contractions was 2x
+    slower (and 5x in the Gauss-Newton batch). Same order of operations as
+    :meth:`LutInterpolator.pairs_from_exposures`."""
+    n_z, n_k = terms.shape[1], terms.shape[2]
+    out = []
+    for m in range(terms.shape[0]):
+        for c in range(2):
+            acc = dacc = None
+            for z in range(n_z):
+                at_z = sum(coef[:, k, c] * terms[m, z, k, c] for k in range(n_k))
+                acc = w[:, z] * at_z if acc is None else acc + w[:, z] * at_z
+                dacc = dw[:, z] * at_z if dacc is None else dacc + dw[:, z] * at_z
+            out += [acc, dacc]
+    return jnp.stack(out).reshape(terms.shape[0], 4, -1)
 
 
 #: Largest error the low-rank slot form may add: ln I0 (= relative I0) and I10 (Angstrom).
@@ -290,7 +403,8 @@ class LutInterpolator(eqx.Module):
         ``filter_index``, ``pressure`` .. ``alpha``: (n_exp,) per exposure; ``detector_index``:
         (n_det,) LUT slots; ``secz``: (n_exp, n_det). :meth:`exposure_terms` then
         :meth:`pairs_from_exposures`; use the two directly to differentiate in sec z (a JVP)
-        around the second only (measured 3x faster reverse mode than around both).
+        around the second only (measured 3x faster reverse mode than around both), or
+        :meth:`exposure_pair_terms` for the sec z derivatives without a JVP (the fit's path).
         """
         terms = self.exposure_terms(filter_index, pressure, pwv, o3, tau, alpha)
         return self.pairs_from_exposures(terms, filter_index, detector_index, secz)
@@ -313,11 +427,42 @@ class LutInterpolator(eqx.Module):
         fi = jnp.asarray(filter_index, jnp.int32).reshape(-1)
         atm = [jnp.broadcast_to(jnp.asarray(v, dtype), fi.shape) for v in values]
         cells = [self._cell(a, atm[a]) for a in range(5)]
-        return _contract(tuple(self._block(a) for a in range(5)),
-                         tuple(self._cubic(a) for a in range(5)), ((0,) * 5,),
-                         jax.lax.stop_gradient(self.slot_basis), fi, jnp.zeros_like(fi),
-                         tuple(c[0] for c in cells), tuple(c[1] for c in cells),
-                         tuple(c[2] for c in cells))[:, 0]
+        return _contract_exposures(tuple(self._block(a) for a in range(5)),
+                                   tuple(self._cubic(a) for a in range(5)), ((0,) * 5,),
+                                   jax.lax.stop_gradient(self.slot_basis), fi, None,
+                                   tuple(c[0] for c in cells), tuple(c[1] for c in cells),
+                                   tuple(c[2] for c in cells))[:, 0]
+
+    def exposure_pair_terms(self, filter_index, detector_index, pressure, pwv, o3, tau, alpha,
+                            secz):
+        """``(ln I0, d ln I0 / d secz, I10, d I10 / d secz)``, each (n_exp, n_det), for every
+        (exposure, detector) pair: what the fit needs (fit/model.py:pair_terms).
+
+        Arguments as :meth:`interp_exposures`. The values equal :meth:`exposure_terms` then
+        :meth:`pairs_from_exposures` with a JVP in sec z to rounding (~1e-15 relative), and it
+        is several times faster differentiated (docs/performance.md: one custom JVP over both
+        steps, :func:`_contract_exposures`). Differentiable in the five atmosphere arguments;
+        ``secz`` is data here: a tangent on it raises (use :meth:`pairs_from_exposures`).
+        """
+        if self.slot_basis is None:
+            raise ValueError("exposure_pair_terms needs an interpolator built with from_lut")
+        values = (pressure, pwv, o3, tau, alpha)
+        dtype = jnp.result_type(*values, jnp.float32)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            dtype = jnp.float32
+        fi = jnp.asarray(filter_index, jnp.int32).reshape(-1)
+        di = jnp.asarray(detector_index, jnp.int32).reshape(-1)
+        atm = [jnp.broadcast_to(jnp.asarray(v, dtype), fi.shape) for v in values]
+        cells = [self._cell(a, atm[a]) for a in range(5)]
+        secz = jnp.broadcast_to(jnp.asarray(secz, dtype), (fi.shape[0], di.shape[0]))
+        w, dw = jax.jvp(self._secz_weights, (secz,), (jnp.ones_like(secz),))
+        coef = jax.lax.stop_gradient(self.slot_coef).astype(dtype)[fi][:, di]  # (e, d, k, 2)
+        out = _contract_exposures(tuple(self._block(a) for a in range(5)),
+                                  tuple(self._cubic(a) for a in range(5)), ((0,) * 5,),
+                                  jax.lax.stop_gradient(self.slot_basis), fi, (w, dw, coef),
+                                  tuple(c[0] for c in cells), tuple(c[1] for c in cells),
+                                  tuple(c[2] for c in cells))[:, 0]
+        return out[:, 0], out[:, 1], out[:, 2], out[:, 3]
 
     def pairs_from_exposures(self, terms, filter_index, detector_index, secz):
         """``(i0, i10)`` (n_exp, n_det) from :meth:`exposure_terms`: the sec z stencil of each
@@ -326,30 +471,33 @@ class LutInterpolator(eqx.Module):
         di = jnp.asarray(detector_index, jnp.int32).reshape(-1)
         dtype = terms.dtype
         secz = jnp.broadcast_to(jnp.asarray(secz, dtype), (fi.shape[0], di.shape[0]))
-        s, kind, t = self._cell(5, secz)
-        bz = self._block(5)
-        if bz == 1:
-            w = jnp.ones(secz.shape + (1,), dtype)
-        else:
-            poly = _CUBIC_POLY if self._cubic(5) else _LINEAR_POLY
-            w = _stencil_weights(poly, kind.reshape(-1), t.reshape(-1), 0).reshape(t.shape + (bz,))
-        # Dense over the few secz nodes (one-hot placement of the stencil weights): a
-        # contraction instead of a gather, whose reverse-mode scatter was 5x slower on CPU.
         # Written as explicit sums of (n_exp, n_det) products over the few nodes and basis
         # tables, not as an einsum: XLA's CPU backend runs these small batched contractions
         # (and their 32-tangent JVPs in the fit's Gauss-Newton blocks) 10-30x slower.
         coef = jax.lax.stop_gradient(self.slot_coef).astype(dtype)[fi][:, di]  # (e, d, k, 2)
         n_z, n_k = terms.shape[1], terms.shape[2]
-        dense = [sum(jnp.where(s + j == z, w[..., j], 0.0) for j in range(bz))
-                 for z in range(n_z)]
+        dense = self._secz_weights(secz)
         out = []
         for c in range(2):
             acc = None
             for z in range(n_z):
                 at_z = sum(coef[:, :, k, c] * terms[:, z, k, c][:, None] for k in range(n_k))
-                acc = dense[z] * at_z if acc is None else acc + dense[z] * at_z
+                acc = dense[..., z] * at_z if acc is None else acc + dense[..., z] * at_z
             out.append(acc)
         return jnp.exp(out[0]), out[1]
+
+    def _secz_weights(self, secz):
+        """Dense sec z weights (..., n_secz nodes): each pair's stencil weights placed at its
+        nodes (one-hot), zero elsewhere. A contraction with them replaces a gather of the
+        stencil nodes, whose reverse-mode scatter was 5x slower on CPU."""
+        s, kind, t = self._cell(5, secz)
+        bz, n_z = self._block(5), self.grid_shape[5]
+        if bz == 1:
+            return jnp.ones(secz.shape + (1,), secz.dtype)
+        poly = _CUBIC_POLY if self._cubic(5) else _LINEAR_POLY
+        w = _stencil_weights(poly, kind.reshape(-1), t.reshape(-1), 0).reshape(t.shape + (bz,))
+        return jnp.stack([sum(jnp.where(s + j == z, w[..., j], 0.0) for j in range(bz))
+                          for z in range(n_z)], axis=-1)
 
     def _cubic(self, a):
         return self.cubic[a] and self.grid_shape[a] > 1
