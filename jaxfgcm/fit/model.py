@@ -159,7 +159,8 @@ def segment_chromatic(sed_slope: jax.Array, sed_scale: jax.Array, data: FitData)
     """Per star-band segment: the scaled SED slope k F' and ln(1 + k F' I10_std), the standard
     passband's part of the chromatic term. Computed per segment (~20x fewer than observations)
     and materialised, so that each observation gathers them by its (sorted) segment id instead
-    of three gathers (F', k and I10_std by band) and a division (scripts/bench_fit.py)."""
+    of three gathers (F', k and I10_std by band) and a division; the fit pass did not get
+    measurably faster from it alone (within the machine's noise, docs/performance.md)."""
     dt = data.obs_mag.dtype
     band = data.sb_band
     fp = sed_slope.astype(dt) * gather(sed_scale.astype(dt), band)
