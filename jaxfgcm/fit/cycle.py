@@ -207,7 +207,6 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
         reference = np.where(lost, G.night_band_reference(eg_now, has, data), 0.0)
     else:
         reference = None
-        fit_exp = (exp_flags == 0) & np.asarray(data.fit_bands)[np.asarray(data.exp_band)]
         if final and state.low_cut is not None:
             # The clean-up flags with the cuts of the last fit cycle (those its record reports).
             # Re-derived from a photometric set those cuts had just changed, a 2.5 % shift of
@@ -215,6 +214,7 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
             # simulator, tract preset seed 3).
             new_low, new_high = np.asarray(state.low_cut), np.asarray(state.high_cut)
         else:
+            fit_exp = (exp_flags == 0) & np.asarray(data.fit_bands)[np.asarray(data.exp_band)]
             new_low, new_high = G.cuts_from_exposure_gray(
                 eg_now, fit_exp, data, lim_low, lim_high, fc.auto_photometric_cut_nsig,
                 fc.auto_high_cut_nsig)

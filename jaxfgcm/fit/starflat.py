@@ -48,7 +48,7 @@ def update_star_flat(star_flat, egray, var_e, use, data: FitData):
     # (where the zeropoint is quoted) from stars in one corner, a gradient fitted to noise gave
     # -54 mmag on the tiny preset (truth -1 mmag).
     order = data.star_flat_order
-    sw = jnp.maximum(ata[:, 0, 0], 1e-300)
+    sw = jnp.maximum(ata[:, 0, 0], 1e-300)  # sum of w (T0 = 1)
     spread = jnp.ones(ngroup, dtype=bool)
     for k in {1, order + 1} if order > 0 else set():  # T1(y) and T1(x) columns
         mean = ata[:, 0, k] / sw
@@ -57,8 +57,7 @@ def update_star_flat(star_flat, egray, var_e, use, data: FitData):
     # Stars per coefficient counted by their information (Kish's effective number, (sum w)^2 /
     # sum w^2): a y detector at the tract edge had 99 stars but the weight of 20, and a full
     # fit to them put its centre 21 mmag off (simulator, tract preset seed 77).
-    sw1 = jax.ops.segment_sum(w, group, ngroup)
-    n_eff = sw1 * sw1 / jnp.maximum(jax.ops.segment_sum(w * w, group, ngroup), 1e-300)
+    n_eff = sw * sw / jnp.maximum(jax.ops.segment_sum(w * w, group, ngroup), 1e-300)
     full = (n_eff >= MIN_STARS_PER_COEF * ncoef) & spread
     keep = jnp.where(full[:, None], 1.0, (jnp.arange(ncoef) == 0)[None, :].astype(jnp.float64))
     eye = jnp.eye(ncoef)

@@ -418,20 +418,9 @@ class LutInterpolator(eqx.Module):
         detectors: the atmosphere stencil is read and contracted once per exposure for a few
         basis tables instead of once per pair (docs/performance.md).
         """
-        if self.slot_basis is None:
-            raise ValueError("exposure_terms needs an interpolator built with from_lut")
-        values = (pressure, pwv, o3, tau, alpha)
-        dtype = jnp.result_type(*values, jnp.float32)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            dtype = jnp.float32
-        fi = jnp.asarray(filter_index, jnp.int32).reshape(-1)
-        atm = [jnp.broadcast_to(jnp.asarray(v, dtype), fi.shape) for v in values]
-        cells = [self._cell(a, atm[a]) for a in range(5)]
-        return _contract_exposures(tuple(self._block(a) for a in range(5)),
-                                   tuple(self._cubic(a) for a in range(5)), ((0,) * 5,),
-                                   jax.lax.stop_gradient(self.slot_basis), fi, None,
-                                   tuple(c[0] for c in cells), tuple(c[1] for c in cells),
-                                   tuple(c[2] for c in cells))[:, 0]
+        *_, contract = self._exposure_contraction("exposure_terms", filter_index,
+                                                  (pressure, pwv, o3, tau, alpha))
+        return contract(None)
 
     def exposure_pair_terms(self, filter_index, detector_index, pressure, pwv, o3, tau, alpha,
                             secz):
@@ -444,25 +433,36 @@ class LutInterpolator(eqx.Module):
         steps, :func:`_contract_exposures`). Differentiable in the five atmosphere arguments;
         ``secz`` is data here: a tangent on it raises (use :meth:`pairs_from_exposures`).
         """
+        fi, dtype, contract = self._exposure_contraction(
+            "exposure_pair_terms", filter_index, (pressure, pwv, o3, tau, alpha))
+        di = jnp.asarray(detector_index, jnp.int32).reshape(-1)
+        secz = jnp.broadcast_to(jnp.asarray(secz, dtype), (fi.shape[0], di.shape[0]))
+        w, dw = jax.jvp(self._secz_weights, (secz,), (jnp.ones_like(secz),))
+        coef = jax.lax.stop_gradient(self.slot_coef).astype(dtype)[fi][:, di]  # (e, d, k, 2)
+        out = contract((w, dw, coef))
+        return out[:, 0], out[:, 1], out[:, 2], out[:, 3]
+
+    def _exposure_contraction(self, name, filter_index, values):
+        """Shared set-up of :meth:`exposure_terms` and :meth:`exposure_pair_terms`: the
+        per-exposure filter indices, the arithmetic dtype, and ``contract(pairs)``, the value of
+        :func:`_contract_exposures` on the slot basis at the five atmosphere ``values``."""
         if self.slot_basis is None:
-            raise ValueError("exposure_pair_terms needs an interpolator built with from_lut")
-        values = (pressure, pwv, o3, tau, alpha)
+            raise ValueError(f"{name} needs an interpolator built with from_lut")
         dtype = jnp.result_type(*values, jnp.float32)
         if not jnp.issubdtype(dtype, jnp.floating):
             dtype = jnp.float32
         fi = jnp.asarray(filter_index, jnp.int32).reshape(-1)
-        di = jnp.asarray(detector_index, jnp.int32).reshape(-1)
         atm = [jnp.broadcast_to(jnp.asarray(v, dtype), fi.shape) for v in values]
         cells = [self._cell(a, atm[a]) for a in range(5)]
-        secz = jnp.broadcast_to(jnp.asarray(secz, dtype), (fi.shape[0], di.shape[0]))
-        w, dw = jax.jvp(self._secz_weights, (secz,), (jnp.ones_like(secz),))
-        coef = jax.lax.stop_gradient(self.slot_coef).astype(dtype)[fi][:, di]  # (e, d, k, 2)
-        out = _contract_exposures(tuple(self._block(a) for a in range(5)),
-                                  tuple(self._cubic(a) for a in range(5)), ((0,) * 5,),
-                                  jax.lax.stop_gradient(self.slot_basis), fi, (w, dw, coef),
-                                  tuple(c[0] for c in cells), tuple(c[1] for c in cells),
-                                  tuple(c[2] for c in cells))[:, 0]
-        return out[:, 0], out[:, 1], out[:, 2], out[:, 3]
+
+        def contract(pairs):
+            return _contract_exposures(tuple(self._block(a) for a in range(5)),
+                                       tuple(self._cubic(a) for a in range(5)), ((0,) * 5,),
+                                       jax.lax.stop_gradient(self.slot_basis), fi, pairs,
+                                       tuple(c[0] for c in cells), tuple(c[1] for c in cells),
+                                       tuple(c[2] for c in cells))[:, 0]
+
+        return fi, dtype, contract
 
     def pairs_from_exposures(self, terms, filter_index, detector_index, secz):
         """``(i0, i10)`` (n_exp, n_det) from :meth:`exposure_terms`: the sec z stencil of each
