@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulation preset used by --demo (default: tiny)")
     p.add_argument("--no-plots", action="store_true",
                    help="skip the QA plots (they need matplotlib, the 'plot' extra)")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--compile-cache", metavar="DIR", type=Path,
+                       help="keep the fit's compiled programs in DIR, so a later run of the "
+                            "same shapes skips compiling them (default: JAX_COMPILATION_CACHE_DIR "
+                            "if set, else ~/.cache/jaxfgcm/xla)")
+    cache.add_argument("--no-compile-cache", action="store_true",
+                       help="compile every program afresh and write no cache")
+    p.add_argument("--nondeterministic", action="store_true",
+                   help="on a GPU, let XLA sum with atomic additions whose order varies from "
+                        "run to run (results then differ between runs by up to ~1 mmag); "
+                        "default: deterministic GPU kernels, identical results every run")
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true",
                            help="log warnings and errors only (the summary table is still "
@@ -123,6 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     from jaxfgcm.fit.hostmem import retain_freed_memory
 
     retain_freed_memory()
+    if not args.nondeterministic:
+        # XLA reads XLA_FLAGS when the backend starts (jaxfgcm.fit.reproducible).
+        from jaxfgcm.fit.reproducible import deterministic_gpu_ops
+
+        deterministic_gpu_ops()
+    if not args.no_compile_cache:
+        # Also before the first computation: the fit compiles ~400 programs, most of a GPU run's
+        # time (jaxfgcm.fit.compilecache, docs/performance.md).
+        from jaxfgcm.fit.compilecache import enable_compilation_cache
+
+        cache_dir = enable_compilation_cache(args.compile_cache)
+        if cache_dir is not None:
+            logging.getLogger("jaxfgcm").info("compiled programs cached in %s", cache_dir)
     # Star building reports skipped visits both as a log line and as a StarsWarning; the log
     # line is enough on the command line.
     warnings.filterwarnings("ignore", module="jaxfgcm.stars")

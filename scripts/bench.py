@@ -25,6 +25,7 @@ least disturbed figure).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -72,6 +73,13 @@ def data_bytes(data) -> int:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def device_peak_mb() -> float:
+    """Peak bytes in use on the first device's allocator (GPU); NaN where the backend keeps no
+    statistics (CPU: the process's peak RSS is the figure there)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("peak_bytes_in_use", float("nan")) / 1e6
 
 
 def measure_pass(data, lut, cfg, repeats=5):
@@ -191,7 +199,7 @@ def scaling(sizes, cfg, repeats):
           "LUT's cost scales with pairs, see 1.)")
     print(f"{'obs':>10s} {'pairs':>7s} {'build s':>8s} {'fit ms':>9s} {'floor ms':>9s} "
           f"{'ratio':>6s} {'1-gather':>9s} {'ratio':>6s} {'ns/obs':>7s} {'data B/obs':>11s} {'pass B/obs':>11s} "
-          f"{'compile s':>10s} {'peak RSS MB':>12s}")
+          f"{'compile s':>10s} {'peak RSS MB':>12s} {'device peak MB':>15s}")
     for target in sizes:
         n_stars = max(int(target / (0.8 * 96)), 100)  # 6 nights x 16 visits, 80 % seen
         t0 = time.perf_counter()
@@ -206,7 +214,7 @@ def scaling(sizes, cfg, repeats):
               f"{1e3 * r['t_bare']:9.2f} {r['t_fit'] / r['t_bare']:6.1f} "
               f"{1e9 * r['t_fit'] / n:7.1f} {r['data_bytes'] / n:11.0f} "
               f"{r['pass_temp_bytes'] / n:11.0f} {r['compile_fit']:10.2f} "
-              f"{peak_rss_mb():12.0f}", flush=True)
+              f"{peak_rss_mb():12.0f} {device_peak_mb():15.0f}", flush=True)
         del data, lut
 
 
@@ -224,13 +232,21 @@ def main(argv=None):
     ap.add_argument("--malloc-defaults", action="store_true",
                     help="keep glibc's allocator defaults (else fit.hostmem.retain_freed_memory, "
                     "as the calibrate command does)")
+    ap.add_argument("--nondeterministic", action="store_true",
+                    help="on a GPU, XLA's atomic (run-to-run varying) scatter-adds instead of the "
+                    "deterministic kernels the calibrate command asks for")
     a = ap.parse_args(argv)
+    if not a.nondeterministic:
+        from jaxfgcm.fit.reproducible import deterministic_gpu_ops
+
+        deterministic_gpu_ops()  # as the command: XLA_FLAGS before the backend starts
     if not a.malloc_defaults:
         from jaxfgcm.fit.hostmem import retain_freed_memory
 
         retain_freed_memory()  # before the first JAX computation (docs/performance.md)
     print(f"jax {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}, "
-          f"freed host memory {'returned (glibc defaults)' if a.malloc_defaults else 'retained'}")
+          f"freed host memory {'returned (glibc defaults)' if a.malloc_defaults else 'retained'}"
+          f", XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     synth_cfg = Config().with_overrides(["instrument.bands=[g,r,i]", "fit.fit_bands=[g,r,i]",
                                          "fit.min_star_per_exp=50"])
     with tempfile.TemporaryDirectory() as tmp:

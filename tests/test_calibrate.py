@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -27,8 +28,13 @@ SITE = {"name": "Maunakea", "latitude_deg": 19.8256, "longitude_deg": -155.4761,
         "elevation_m": 4139.0}
 
 
+#: In-process runs must not turn on the persistent compilation cache: the setting is
+#: process-wide and would make every later test of the session write to ~/.cache.
+NO_CACHE = "--no-compile-cache"
+
+
 def run_main(capsys, *args):
-    code = main([str(a) for a in args])
+    code = main([str(a) for a in args] + [NO_CACHE])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -44,7 +50,8 @@ def error_line(err: str) -> str:
 def test_help_documents_every_option():
     text = build_parser().format_help()
     for opt in ("--repo", "--tract", "--output", "--config", "--set", "--bands", "--resume",
-                "--demo", "--preset", "--no-plots", "--quiet", "--verbose", "exit codes"):
+                "--demo", "--preset", "--no-plots", "--compile-cache", "--no-compile-cache",
+                "--nondeterministic", "--quiet", "--verbose", "exit codes"):
         assert opt in text, opt
 
 
@@ -113,7 +120,7 @@ def tiny_run(tiny_repo, tmp_path_factory):
     """One end-to-end run of the command (with QA plots) shared by the tests below."""
     out = tmp_path_factory.mktemp("run") / "out"
     code = main(["--repo", str(tiny_repo), "--tract", str(TRACT), "--output", str(out),
-                 "--set", "fit.max_fit_cycles=3"])
+                 "--set", "fit.max_fit_cycles=3", NO_CACHE])
     assert code == 0
     return out
 
@@ -308,3 +315,33 @@ def test_unwritable_output_and_output_over_inputs(tiny_repo, tmp_path, capsys):
     assert code == EXIT_INPUT_ERROR
     assert "overwrite repository inputs" in error_line(err)
     assert not (tiny_repo / "sourceTable_visit" / "summary.json").exists()
+
+
+def test_compile_cache_is_reused_and_changes_no_result(tiny_repo, tmp_path):
+    """Two runs of the command with one --compile-cache: the first fills it, the second finds
+    every program there (no entry added) and writes bit-identical products."""
+    cache = tmp_path / "xla"
+
+    def run(name):
+        out = tmp_path / name
+        proc = subprocess.run(
+            [sys.executable, "-m", "jaxfgcm.calibrate", "--repo", str(tiny_repo), "--tract",
+             str(TRACT), "--output", str(out), "--compile-cache", str(cache), *FAST],
+            capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"compiled programs cached in {cache}" in proc.stderr
+        return out, {p.name for p in cache.iterdir()}
+
+    first, entries_first = run("first")
+    assert len(entries_first) > 50  # the fit's programs, large and small
+    second, entries_second = run("second")
+    assert entries_second == entries_first
+    for product in ("fgcm_photoCalib_tract.parquet", "fgcm_stars.parquet"):
+        a, b = pq.read_table(first / product), pq.read_table(second / product)
+        assert a.column_names == b.column_names
+        for name in a.column_names:
+            x, y = a.column(name), b.column(name)
+            if pa.types.is_floating(x.type):  # NaN rows (no calibration) compare equal
+                np.testing.assert_array_equal(x.to_numpy(), y.to_numpy(), err_msg=name)
+            else:
+                assert x.to_pylist() == y.to_pylist(), (product, name)

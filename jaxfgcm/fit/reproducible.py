@@ -1,0 +1,37 @@
+"""Run-to-run reproducible results on a GPU: XLA's deterministic scatter and reduction kernels.
+
+On a GPU, XLA implements scatter-adds (the fit's segment sums over stars, pairs and exposures,
+and the reverse pass of every gather) with atomic additions, whose summation order changes from
+run to run. The rounding differences are ~1e-16 relative, but the fit's discrete decisions
+amplify them: on the tract preset (H100, seed 77) two runs of the same command took 16 and 13
+Gauss-Newton iterations in their last cycle and their zeropoints differed by up to 1.2 mmag,
+mostly a per-band constant (the overall level that the stars' magnitudes absorb; relative
+differences up to 0.35 mmag). With ``--xla_gpu_deterministic_ops=true`` two runs were
+identical to the last bit, at about the same speed (docs/performance.md, "GPU"). CPU results
+are deterministic already; the flag does nothing there.
+
+XLA reads ``XLA_FLAGS`` once, when JAX first starts its backend: the command line calls
+:func:`deterministic_gpu_ops` at process start (``--nondeterministic`` skips it), and the
+library never does on import.
+"""
+
+from __future__ import annotations
+
+import os
+
+FLAG = "--xla_gpu_deterministic_ops"
+
+
+def deterministic_gpu_ops() -> bool:
+    """Add ``--xla_gpu_deterministic_ops=true`` to ``XLA_FLAGS`` unless the user's flags
+    already choose either way. Returns whether deterministic ops are asked for. Call before
+    the first JAX computation."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    for word in flags.split():
+        if word.split("=")[0] == FLAG:
+            return word.split("=", 1)[-1].lower() in ("true", "1", FLAG.lower())
+    os.environ["XLA_FLAGS"] = f"{flags} {FLAG}=true".strip()
+    return True
+
+
+__all__ = ["deterministic_gpu_ops"]
