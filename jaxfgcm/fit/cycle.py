@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,7 @@ import numpy as np
 from . import gray as G
 from .data import FitData
 from .loss import FitState, chi2, obs_variance, residuals, star_means
-from .model import sed_slopes, standard_magnitudes
+from .model import sed_slopes, standard_magnitudes_compiled
 from .optimize import SolveInfo, minimize
 from .params import FitParams, clip_to_bounds, free_mask, n_free
 from .starflat import update_star_flat
@@ -68,22 +67,19 @@ def _residual_vector(params, data, lut, state):
     return r * jnp.sqrt(w)
 
 
-_std_mags = jax.jit(standard_magnitudes)
-
-
 def initial_selection(data: FitData, lut, params: FitParams, cfg):
     """fgcm's bright-observation start: exposure flags, SED slopes and the bright observations
     (within ``bright_obs_gray_max`` of each star's brightest) for cycle 0."""
     fc = cfg.fit
     zero = jnp.zeros(data.n_sb)
     var = obs_variance(data, jnp.zeros(data.n_bands), fc.sigma0_phot)
-    m = _std_mags(params, data, lut, zero)
+    m = standard_magnitudes_compiled(params, data, lut, zero)
     big = jnp.where(data.obs_valid, m.astype(jnp.float64), jnp.inf)
     mmin = jax.ops.segment_min(big, data.obs_sb, num_segments=data.n_sb, indices_are_sorted=True)
     bright = data.obs_valid & (big - mmin[data.obs_sb] <= fc.bright_obs_gray_max)
     mean, _, sw = star_means(m, jnp.where(bright, 1.0 / var, 0.0), data)
     sed = sed_slopes(mean, sw > 0, data)
-    m = _std_mags(params, data, lut, sed)
+    m = standard_magnitudes_compiled(params, data, lut, sed)
     mean, _, sw = star_means(m, jnp.where(bright, 1.0 / var, 0.0), data)
     use = data.obs_valid & ~data.star_reserved[data.obs_star] & (sw[data.obs_sb] > 0)
     e = np.asarray(jnp.where(use, mean[data.obs_sb] - m, 0.0))
@@ -137,12 +133,13 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
             m = "lbfgs" if big else "gauss_newton"
         params, solve = minimize(chi2, params, mask, (data, lut, fstate), max_iter=fc.max_iter,
                                  method=m, residual_fn=_residual_vector,
-                                 project=partial(clip_to_bounds, atm_bounds=data.atm_bounds))
+                                 project=jax.tree_util.Partial(clip_to_bounds,
+                                                                 atm_bounds=data.atm_bounds))
     t_fit = time.perf_counter() - t_fit
 
     # ---- residuals and gray (un-crunched) ----
     var = obs_variance(data, jnp.asarray(sig_fgcm), fc.sigma0_phot)
-    m_std = _std_mags(params, data, lut, sed)
+    m_std = standard_magnitudes_compiled(params, data, lut, sed)
     # Star means: photometric observations; in cycle 0 only the bright ones, so that clouds
     # the initial cut let through do not drag the means (and hide in the gray).
     mean_use = obs_phot if bright is None else obs_phot & bright
@@ -171,7 +168,7 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
             e_flat = res.egray - gray.exp_gray[data.obs_exp]
             sf = update_star_flat(params.star_flat, e_flat, res.var_e, flat_use, data)
             params = _set_star_flat(params, sf)
-            m_std = _std_mags(params, data, lut, sed)
+            m_std = standard_magnitudes_compiled(params, data, lut, sed)
             res = G.star_residuals(m_std, var, mean_use, data)
             gray = G.compute_gray(res, gray_use, data, min_star_per_ccd=fc.min_star_per_ccd)
 

@@ -27,7 +27,7 @@ from .model import (
     exposure_atmosphere,
     pair_instrument,
     pair_terms,
-    standard_magnitudes,
+    standard_magnitudes_compiled,
     star_flat_at_centre,
 )
 from .params import FitParams
@@ -248,6 +248,18 @@ def _stars_per_flat_group(data: FitData, use: np.ndarray) -> np.ndarray:
     return np.bincount(pairs // data.n_stars, minlength=n_groups)
 
 
+@jax.jit
+def _zeropoint_terms(params: FitParams, data: FitData, lut):
+    """Per (exposure, detector) pair: the LUT term at the detector centre's airmass (first
+    order, as for the observations), the LUT term at the pair's own airmass, I10, the
+    instrument terms and the star flat at the centre. One compiled program: run eagerly these
+    were ~170 single-operation programs, each compiled on first use (~4 s on the 2-core CPU)."""
+    terms = pair_terms(params, data, lut)
+    mag_i0 = terms.mag_i0 + terms.dmag_i0 * (data.pair_secz_centre - data.pair_secz)
+    return (mag_i0, terms.mag_i0, terms.i10, pair_instrument(params, data),
+            star_flat_at_centre(params, data))
+
+
 #: Planck constant (erg s), for the AB normalisation.
 PLANCK_ERG_S = 6.62607015e-27
 
@@ -293,7 +305,8 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
     # crunched star magnitudes over photometric exposures (reserved stars included)
     sed = final.state.sed_slope
     var = obs_variance(data, jnp.asarray(sig), fc.sigma0_phot)
-    m = standard_magnitudes(params, data, lut, sed, pair_gray=jnp.asarray(gray_used.ravel()))
+    m = standard_magnitudes_compiled(params, data, lut, sed,
+                                     pair_gray=jnp.asarray(gray_used.ravel()))
     phot = jnp.asarray(exp_flags == 0)
     use = data.obs_valid & phot[data.obs_exp] & ~final.state.outlier
     mean, err, sw = star_means(m, jnp.where(use, 1.0 / var, 0.0), data)
@@ -309,12 +322,9 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
     star_n[sb_star, sb_band] = np.asarray(n_good)
 
     # zeropoints: 2.5 log10 I0 (detector centre) + throughput + filter offset + flat + gray
-    terms = pair_terms(params, data, lut)
-    inst = np.asarray(pair_instrument(params, data)).reshape(nE, nD)
-    flat_c = np.asarray(star_flat_at_centre(params, data)).reshape(nE, nD)
-    # the LUT term at the detector centre's airmass (first order, as for the observations)
-    mag_i0 = np.asarray(terms.mag_i0 + terms.dmag_i0 * (data.pair_secz_centre - data.pair_secz))
-    zpt = zpt_ab + mag_i0.reshape(nE, nD) + inst + flat_c + gray_used
+    mag_i0, i0_mag, i10, inst, flat_c = (np.asarray(x).reshape(nE, nD)
+                                         for x in _zeropoint_terms(params, data, lut))
+    zpt = zpt_ab + mag_i0 + inst + flat_c + gray_used
     # zeropoint error: gray error and sigma_FGCM over the mean number of observations per star
     nobs_sb = np.bincount(np.asarray(data.obs_sb), weights=np.asarray(use, float),
                           minlength=data.n_sb)
@@ -366,8 +376,8 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
         exp_flags=exp_flags, exp_gray=eg, exp_gray_err=ee, exp_gray_rms=er,
         zeropoint=zpt, zeropoint_err=zerr, zeropoint_flag=flag,
         ccd_gray=np.where(ccd_ok, pg, np.nan), ccd_gray_err=np.where(ccd_ok, pe, np.nan),
-        i0=np.exp(np.asarray(terms.mag_i0) / MAG_PER_LN).reshape(nE, nD),
-        i10=np.asarray(terms.i10).reshape(nE, nD),
+        i0=np.exp(i0_mag / MAG_PER_LN),
+        i10=i10,
         star_flat_centre=flat_c, atmosphere=atmosphere, sigma_fgcm=sig,
         repeatability=np.zeros(0), photometric_cuts=np.zeros(0), high_cuts=np.zeros(0),
     )

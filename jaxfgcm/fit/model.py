@@ -155,6 +155,12 @@ def standard_magnitudes(
                                 data)
 
 
+#: :func:`standard_magnitudes` as one compiled program, for callers outside a traced function
+#: (the cycles, the products, the QA residuals): called eagerly it runs as ~210 single-operation
+#: programs, each compiled on first use (4.8 s on the 2-core CPU, docs/performance.md).
+standard_magnitudes_compiled = jax.jit(standard_magnitudes)
+
+
 def segment_chromatic(sed_slope: jax.Array, sed_scale: jax.Array, data: FitData):
     """Per star-band segment: the scaled SED slope k F' and ln(1 + k F' I10_std), the standard
     passband's part of the chromatic term. Computed per segment (~20x fewer than observations)

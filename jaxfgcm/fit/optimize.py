@@ -205,6 +205,35 @@ def _blocked(project, unravel, x0, idx, scale, z, grad):
     return (at_lo & (grad > 0)) | (at_hi & (grad < 0))
 
 
+# The small linear algebra of an iteration, compiled: run eagerly it was ~70 single-operation
+# programs, each compiled on first use (~1.5 s of a tract run on the 2-core CPU), and on a GPU
+# each a separate launch. ``project`` is a jax.tree_util.Partial (a pytree), so one compiled
+# program serves every cycle's bounds.
+@partial(jax.jit, static_argnums=1)
+def _gn_active_set(project, unravel, jtj, jtr, z, x0, idx, scale):
+    """Normal equations with the parameters held at their bounds removed, and the diagonal
+    that scales the damping."""
+    if project is not None:
+        # Active set: a parameter at a bound that the gradient pushes outwards is held
+        # there, so the step of the others stays a descent direction (a projected full
+        # step is not one, and LM would crawl).
+        fix = _blocked(project, unravel, x0, idx, scale, z, jtr)
+        keep = ~fix
+        jtj = jnp.where(keep[:, None] & keep[None, :], jtj, 0.0) + jnp.diag(fix * 1.0)
+        jtr = jnp.where(keep, jtr, 0.0)
+    return jtj, jtr, jnp.maximum(jnp.diag(jtj), 1e-12)
+
+
+@partial(jax.jit, static_argnums=1)
+def _gn_step(project, unravel, jtj, jtr, diag, lam, z, x0, idx, scale):
+    """The damped step, or with bounds the step to the projection of z + dz onto them."""
+    dz = -jnp.linalg.solve(jtj + lam * jnp.diag(diag), jtr)
+    if project is not None:
+        xp, _ = ravel_pytree(project(unravel(x0.at[idx].add(scale * (z + dz)))))
+        dz = (xp[idx] - x0[idx]) / scale - z
+    return dz
+
+
 def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project):
     x0, unravel, m, sc = _ravel(params, mask)
     idx = jnp.asarray(np.nonzero(np.asarray(m))[0])
@@ -218,25 +247,16 @@ def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project):
     first = None
     converged = False
     it = 0
+    if project is not None and not isinstance(project, jax.tree_util.Partial):
+        project = jax.tree_util.Partial(project)  # a plain function: static, compiled per object
     for it in range(1, max_iter + 1):
         jtj, jtr, v = _gn_normal_equations(residual_fn, unravel, z, *common)
         passes += nblock + 1
         v = float(v)
         first = v if first is None else first
-        if project is not None:
-            # Active set: a parameter at a bound that the gradient pushes outwards is held
-            # there, so the step of the others stays a descent direction (a projected full
-            # step is not one, and LM would crawl).
-            fix = _blocked(project, unravel, x0, idx, scale, z, jtr)
-            keep = ~fix
-            jtj = jnp.where(keep[:, None] & keep[None, :], jtj, 0.0) + jnp.diag(fix * 1.0)
-            jtr = jnp.where(keep, jtr, 0.0)
-        diag = jnp.maximum(jnp.diag(jtj), 1e-12)
+        jtj, jtr, diag = _gn_active_set(project, unravel, jtj, jtr, z, x0, idx, scale)
         while True:
-            dz = -jnp.linalg.solve(jtj + lam * jnp.diag(diag), jtr)
-            if project is not None:  # step to the projection of z + dz onto the bounds
-                xp, _ = ravel_pytree(project(unravel(x0.at[idx].add(scale * (z + dz)))))
-                dz = (xp[idx] - x0[idx]) / scale - z
+            dz = _gn_step(project, unravel, jtj, jtr, diag, lam, z, x0, idx, scale)
             v_new = float(_gn_value(residual_fn, unravel, z + dz, *common))
             passes += 1
             if v_new <= v:  # False for NaN

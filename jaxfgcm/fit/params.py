@@ -208,8 +208,8 @@ def clip_to_bounds(p: FitParams, atm_bounds) -> FitParams:
     p = eqx.tree_at(lambda q: q.sed_scale, p, jnp.clip(p.sed_scale, *SED_SCALE_RANGE))
     return eqx.tree_at(
         _atmosphere_groups, p,
-        (jnp.clip(p.o3, o0, o1), jnp.clip(p.ln_tau, np.log(t0), np.log(t1)),
+        (jnp.clip(p.o3, o0, o1), jnp.clip(p.ln_tau, jnp.log(t0), jnp.log(t1)),
          jnp.clip(p.ln_tau_slope, -s, s), jnp.clip(p.alpha, a0, a1),
-         jnp.clip(p.ln_pwv, np.log(pw0), np.log(pw1)), jnp.clip(p.ln_pwv_slope, -s, s),
+         jnp.clip(p.ln_pwv, jnp.log(pw0), jnp.log(pw1)), jnp.clip(p.ln_pwv_slope, -s, s),
          jnp.clip(p.ln_pwv_quad, -s, s)),
     )

@@ -184,7 +184,7 @@ def observation_residuals(result, catalog, lut, data, camera) -> dict[str, np.nd
     import jax.numpy as jnp
 
     from jaxfgcm.fit.driver import _interpolator
-    from jaxfgcm.fit.model import sed_slopes, standard_magnitudes
+    from jaxfgcm.fit.model import sed_slopes, standard_magnitudes_compiled
 
     sb_star, sb_band = np.asarray(data.sb_star), np.asarray(data.sb_band)
     sb_mean = np.asarray(result.star_mag)[sb_star, sb_band]
@@ -193,8 +193,8 @@ def observation_residuals(result, catalog, lut, data, camera) -> dict[str, np.nd
     ccd_gray = np.asarray(result.ccd_gray, dtype=np.float64)
     gray = np.where(np.isfinite(ccd_gray), ccd_gray, np.asarray(result.exp_gray)[:, None])
     gray = np.nan_to_num(gray).ravel()
-    m = np.asarray(standard_magnitudes(result.params, data, _interpolator(lut), sed,
-                                       pair_gray=jnp.asarray(gray)))
+    m = np.asarray(standard_magnitudes_compiled(result.params, data, _interpolator(lut), sed,
+                                                pair_gray=jnp.asarray(gray)))
     valid = np.asarray(data.obs_valid)
     star = np.asarray(data.obs_star)[valid]
     band = np.asarray(data.obs_band)[valid]
