@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Accelerator report (docs/performance.md, "GPU"): the same tract calibrated on the default JAX
 # device and on the CPU of the same machine, their products compared, then the benchmark on the
-# default device and a CPU baseline of its tract pass.
+# default device and a CPU baseline of its tract pass. The calibrations compile every program
+# (--no-compile-cache): their wall times are first-run times.
 #
 #   bash scripts/device_report.sh OUTDIR [SIZES...]      # SIZES default: 1e5 1e6 1e7
 #
@@ -21,7 +22,7 @@ for where in device cpu; do
     if [ "$where" = cpu ]; then plat=cpu; else plat=${JAX_PLATFORMS:-}; fi
     start=$(date +%s%N)
     JAX_PLATFORMS=$plat python -m jaxfgcm.calibrate --tract 9615 --repo "$repo" \
-        --output "$out/run_$where" --no-plots >"$out/calibrate_$where.log" 2>&1
+        --output "$out/run_$where" --no-plots --no-compile-cache >"$out/calibrate_$where.log" 2>&1
     rc=$?
     echo "calibrate on $where: rc $rc, $(( ($(date +%s%N) - start) / 1000000 )) ms wall"
     grep -E "zeropoints|in [0-9.]+ s on" "$out/calibrate_$where.log"
