@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
         deterministic_gpu_ops()
     if not args.no_compile_cache:
-        # Also before the first computation: the fit compiles ~400 programs, most of a GPU run's
-        # time (jaxfgcm.fit.compilecache, docs/performance.md).
+        # Also before the first computation: compiling the fit's programs is most of a first
+        # GPU run's time (jaxfgcm.fit.compilecache, docs/performance.md).
         from jaxfgcm.fit.compilecache import enable_compilation_cache
 
         cache_dir = enable_compilation_cache(args.compile_cache)

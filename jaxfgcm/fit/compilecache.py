@@ -1,12 +1,13 @@
 """A persistent cache of the fit's compiled XLA programs, so a later run of the same shapes skips
 compiling them.
 
-A tract's fit compiles ~400 programs (the Gauss-Newton normal equations, the chi2 pass, the gray
-and star-flat steps and many small array operations); on the tract preset that is ~17 s of a
-40 s run on the 2-core CPU and ~90 s of a 100 s run on an H100, where the fit's arithmetic itself
-takes ~5 s (docs/performance.md). JAX's persistent compilation cache stores each compiled program
-on disk under a key of its HLO, the JAX/XLA versions, the device kind and the compile options,
-so a rerun (``--resume``, a changed configuration value that leaves the shapes alone, the same
+A tract's fit compiles many XLA programs (the Gauss-Newton normal equations, the chi2 pass, the
+gray and star-flat steps and small array operations: 175 on the tract preset, 400 before the
+eager operations were folded into compiled ones). Measured on the tract preset: 17 s of a 39 s
+run on the 2-core CPU, and 66 s of an 81 s run on an H100, where the fit's arithmetic itself
+takes a few seconds (docs/performance.md, "GPU"). JAX's persistent compilation cache stores
+each compiled program on disk under a key of its HLO, the JAX/XLA versions, the device kind and
+the compile options, so a rerun (``--resume``, a changed configuration value that leaves the shapes alone, the same
 tract after new data of the same size) loads them instead: same programs, same results.
 
 The command line turns it on (``--compile-cache``, docs/cli.md); the library never does on
@@ -53,7 +54,7 @@ def enable_compilation_cache(path: str | Path | None = None,
         return None
     jax.config.update("jax_compilation_cache_dir", str(directory))
     # Cache the small programs too: JAX's default (programs that took >= 1 s to compile) would
-    # keep only the few large ones, yet the ~400 small ones are most of the compile time on a GPU.
+    # keep only the few large ones, yet the many small ones took ~24 s of a first GPU run.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if jax.config.jax_compilation_cache_max_size < 0 and _have_filelock():
         # JAX's least-recently-used eviction needs the filelock package (without it JAX writes
