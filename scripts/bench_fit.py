@@ -268,29 +268,21 @@ def measurement_errors(repo_dir, cat, data):
 
 
 def repeatability_noise_floor(data, res, sigma0=0.003, seed=1, noise=None):
-    """The fit's repeatability statistic (robust sigma of star mean minus observation for
-    reserved stars on photometric exposures, sigma_E < 10 mmag, |EGray| < 50 mmag) on pure
-    noise: what perfect calibration would give. ``noise`` per observation (default: Gaussian
-    with each observation's reported error)."""
-    valid = np.asarray(data.obs_valid)
-    inst = np.asarray(data.obs_err, float)
-    err = np.sqrt(inst ** 2 + sigma0 ** 2)  # the fit's error model: selection and weights
-    sel = (valid & np.asarray(res.star_reserved)[np.asarray(data.obs_star)]
-           & (res.exp_flags == 0)[np.asarray(data.obs_exp)] & (err < 0.01))
-    sb = np.asarray(data.obs_sb)
+    """The fit's own repeatability statistic (``jaxfgcm.fit.cycle.repeatability``: the final
+    cycle's star means, error model and selection, from ``res.repeatability_mean_use`` and
+    ``res.repeatability_sigma_fgcm``) on noise-only magnitudes: what perfect calibration would
+    give. ``noise`` per observation (default: Gaussian with each observation's reported
+    error)."""
+    from jaxfgcm.fit.cycle import repeatability
+    from jaxfgcm.fit.loss import obs_variance
+
     if noise is None:
-        noise = np.random.default_rng(seed).normal(0.0, 1.0, len(err)) * inst
-    w = np.where(sel, 1.0 / err ** 2, 0.0)
-    mean = np.bincount(sb, w * noise) / np.maximum(np.bincount(sb, w), 1e-30)
-    n = np.bincount(sb, sel.astype(float))
-    eg = mean[sb] - noise
-    ok = sel & (np.abs(eg) < 0.05) & (n[sb] > 1)
-    band = np.asarray(data.obs_band)
-    out = []
-    for b in range(data.n_bands):
-        x = eg[ok & (band == b)]
-        out.append(1.4826 * np.median(np.abs(x - np.median(x))) if len(x) >= 5 else np.nan)
-    return out
+        inst = np.asarray(data.obs_err, float)
+        noise = np.random.default_rng(seed).normal(0.0, 1.0, len(inst)) * inst
+    sig = np.asarray(res.repeatability_sigma_fgcm)
+    var = obs_variance(data, jnp.asarray(sig), sigma0)
+    return list(repeatability(np.asarray(noise, float), var,
+                              jnp.asarray(res.repeatability_mean_use), sig, data))
 
 
 def main(argv=None):

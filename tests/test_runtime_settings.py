@@ -44,7 +44,14 @@ def test_a_cache_that_cannot_be_created_only_warns(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     before = jax.config.jax_compilation_cache_dir
-    with caplog.at_level(logging.WARNING, logger="jaxfgcm"):
-        assert enable_compilation_cache(blocker / "xla") is None
+    # The handler goes on the module's own logger: the command line (run in-process by other
+    # tests of this worker) stops "jaxfgcm" records from propagating to the root logger.
+    logger = logging.getLogger("jaxfgcm.fit.compilecache")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="jaxfgcm.fit.compilecache"):
+            assert enable_compilation_cache(blocker / "xla") is None
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "cannot be created" in caplog.text and str(blocker / "xla") in caplog.text
     assert jax.config.jax_compilation_cache_dir == before  # nothing was turned on

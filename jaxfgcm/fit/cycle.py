@@ -149,12 +149,8 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
     gray = G.compute_gray(res, gray_use, data, min_star_per_ccd=fc.min_star_per_ccd)
 
     # ---- repeatability (reserved) and sigma_FGCM (fit stars), per band ----
-    e = np.asarray(res.egray)
-    var_e = np.asarray(res.var_e)
+    e, base_var, sel = _statistic_selection(res, mean_use, sig_fgcm, data)
     band = np.asarray(data.obs_band)
-    base_var = var_e - np.asarray(sig_fgcm)[band] ** 2  # measurement part of sigma_E^2
-    sel = (np.asarray(mean_use) & (np.abs(e) < SIGFGCM_MAX_EGRAY) & (base_var > 0)
-           & (base_var < SIGFGCM_MAX_ERR ** 2))
     reserved = np.asarray(data.star_reserved)[np.asarray(data.obs_star)]
     rep = np.array([G.robust_sigma(e[sel & reserved & (band == b)]) for b in range(nb)])
     new_sig = np.array([_sigma_fgcm(e[sel & ~reserved & (band == b)],
@@ -249,6 +245,31 @@ def _fitted_nights(exp_flags, data: FitData, min_exp_per_night: int) -> np.ndarr
     n_ok = np.bincount(night, weights=((exp_flags == 0) & fit_band).astype(float),
                        minlength=data.n_nights)
     return n_ok >= max(min_exp_per_night, 1)
+
+
+def _statistic_selection(res: G.Residuals, mean_use, sig_fgcm, data: FitData):
+    """EGray, the measurement part of its variance, and the observations that enter
+    sigma_FGCM and the repeatability: in the star means, |EGray| < 50 mmag, sigma_E < 10 mmag."""
+    e = np.asarray(res.egray)
+    band = np.asarray(data.obs_band)
+    base_var = np.asarray(res.var_e) - np.asarray(sig_fgcm)[band] ** 2
+    sel = (np.asarray(mean_use) & (np.abs(e) < SIGFGCM_MAX_EGRAY) & (base_var > 0)
+           & (base_var < SIGFGCM_MAX_ERR ** 2))
+    return e, base_var, sel
+
+
+def repeatability(m_std, var, mean_use, sig_fgcm, data: FitData) -> np.ndarray:
+    """The fit's repeatability per band (mag): robust sigma of the reserved stars' EGray
+    (star mean of the ``mean_use`` observations minus the observation) over the observations
+    :func:`_statistic_selection` keeps. ``var``: the observations' variances in the fit's
+    error model. Given noise-only magnitudes it is the statistic's noise floor
+    (scripts/bench_fit.py)."""
+    res = G.star_residuals(jnp.asarray(m_std), var, mean_use, data)
+    e, _, sel = _statistic_selection(res, mean_use, sig_fgcm, data)
+    band = np.asarray(data.obs_band)
+    reserved = np.asarray(data.star_reserved)[np.asarray(data.obs_star)]
+    return np.array([G.robust_sigma(e[sel & reserved & (band == b)])
+                     for b in range(data.n_bands)])
 
 
 def _sigma_fgcm(e: np.ndarray, var0: np.ndarray) -> float:

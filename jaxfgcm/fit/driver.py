@@ -86,6 +86,11 @@ class FitResult:
     high_cuts: np.ndarray
     cycles: list = field(default_factory=list)  # per cycle log records
     timings: dict = field(default_factory=dict)
+    # What the final repeatability was computed from (clean-up cycle; cycle.repeatability):
+    # the observations in its star means (padded observation order) and the sigma_FGCM of its
+    # error model. With noise-only magnitudes they give the statistic's noise floor.
+    repeatability_mean_use: np.ndarray | None = None
+    repeatability_sigma_fgcm: np.ndarray | None = None
 
 
 def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None = print,
@@ -380,4 +385,7 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
         i10=i10,
         star_flat_centre=flat_c, atmosphere=atmosphere, sigma_fgcm=sig,
         repeatability=np.zeros(0), photometric_cuts=np.zeros(0), high_cuts=np.zeros(0),
+        repeatability_mean_use=np.asarray(final.mean_use),
+        repeatability_sigma_fgcm=(np.zeros(data.n_bands) if state.sigma_fgcm is None
+                                  else np.asarray(state.sigma_fgcm)),
     )

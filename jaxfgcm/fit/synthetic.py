@@ -111,7 +111,8 @@ def make_synthetic(
 
     ``truth`` holds ``params`` (FitParams), ``star_mags`` (n_stars, n_bands) standard mags,
     ``exp_gray`` (n_exp, truth convention: fgcm's, negative = clouds), ``pair_gray`` (dense),
-    ``photometric`` (bool per exposure) and ``sigma``.
+    ``photometric`` (bool per exposure), ``sed_slope`` and ``fprime`` (the true F'), and
+    ``noise`` (the magnitude noise added to each observation; 0 for padding).
     """
     rng = np.random.default_rng(seed)
     bands = tuple(config.instrument.bands)
@@ -232,7 +233,8 @@ def make_synthetic(
     m_inst = np.where(np.asarray(data.obs_valid), m_inst, 0.0)
     data = eqx.tree_at(lambda d: d.obs_mag, data, jnp.asarray(m_inst))
     truth = {"params": p, "star_mags": star_mags, "exp_gray": exp_gray, "pair_gray": pair_gray,
-                 "photometric": ~cloudy, "sed_slope": state.sed_slope, "fprime": fprime}
+                 "photometric": ~cloudy, "sed_slope": state.sed_slope, "fprime": fprime,
+                 "noise": np.where(np.asarray(data.obs_valid), noise, 0.0)}
     return data, lut, truth
 
 
