@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 
+from jaxfgcm.fit import reproducible
 from jaxfgcm.fit.compilecache import default_cache_dir, enable_compilation_cache
-from jaxfgcm.fit.reproducible import FLAG, deterministic_gpu_ops
+from jaxfgcm.fit.reproducible import FLAG, deterministic_gpu_ops, gpu_backend_possible
 
 
 def test_deterministic_ops_are_added_to_the_users_flags(monkeypatch):
+    monkeypatch.setattr(reproducible, "gpu_backend_possible", lambda: True)
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     assert deterministic_gpu_ops()
     import os
@@ -19,6 +21,17 @@ def test_deterministic_ops_are_added_to_the_users_flags(monkeypatch):
     assert deterministic_gpu_ops()
     assert os.environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
                                                f"{FLAG}=true"]
+
+
+def test_no_flag_where_no_gpu_backend_can_start(monkeypatch):
+    import os
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setattr(reproducible, "gpu_backend_possible", lambda: False)
+    assert not deterministic_gpu_ops() and "XLA_FLAGS" not in os.environ
+    monkeypatch.undo()
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert not gpu_backend_possible()  # whatever is installed
 
 
 def test_an_explicit_choice_of_the_user_is_kept(monkeypatch):
