@@ -418,3 +418,26 @@ def test_repeatability_statistic_and_its_noise_floor(synth):
     ratio = res.repeatability[-1] / floor
     print("repeatability / noise floor per band:", ratio)
     assert np.all(np.isfinite(ratio)) and np.all(ratio > 0.9) and np.all(ratio < 1.1)
+
+
+def test_gauss_newton_in_a_superset_moves_only_the_free_elements(synth):
+    """With a superset mask (one compiled program for every cycle's free set) the solve is the
+    one without it: same end point, frozen elements untouched."""
+    data, lut, truth = synth
+    st = _truth_state(data, truth)
+    p0 = FitParams.standard(data, CFG.standard_atmosphere, CFG.fit.sed_slope_scale)
+    proj = jax.tree_util.Partial(clip_to_bounds, atm_bounds=data.atm_bounds)
+    nights = np.ones(data.n_nights, bool)
+    nights[1] = False  # a night without enough exposures: its atmosphere frozen
+    mask = free_mask(data, fitted_nights=nights)
+    kw = {"max_iter": 6, "method": "gauss_newton", "residual_fn": _residual_vector,
+          "project": proj}
+    a, ia = minimize(chi2, p0, mask, (data, lut, st), **kw)
+    b, ib = minimize(chi2, p0, mask, (data, lut, st), superset=free_mask(data), **kw)
+    assert ia.iterations == ib.iterations
+    np.testing.assert_allclose(ib.loss_end, ia.loss_end, rtol=1e-12)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-10)
+    assert float(b.ln_tau[1]) == float(p0.ln_tau[1])  # frozen night: exactly where it was
+    with pytest.raises(ValueError, match="superset"):
+        minimize(chi2, p0, free_mask(data), (data, lut, st), superset=mask, **kw)

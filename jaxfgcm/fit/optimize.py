@@ -63,6 +63,7 @@ def minimize(
     method: str = "lbfgs",
     residual_fn: Callable[..., jax.Array] | None = None,
     project: Callable[[FitParams], FitParams] | None = None,
+    superset: FitParams | None = None,
 ) -> tuple[FitParams, SolveInfo]:
     """Minimise ``loss(params, *args)`` over the elements of ``params`` where ``mask`` is True.
 
@@ -72,7 +73,10 @@ def minimize(
     Stops after ``max_iter`` iterations or when an iteration lowers the loss by less than
     ``tol`` (relative). ``gauss_newton`` needs ``residual_fn(params, *args) -> r`` with
     loss = sum(r^2). ``project(params) -> params`` (e.g. clipping to bounds) is applied after
-    every step.
+    every step. ``superset`` (``gauss_newton``): a mask that contains ``mask`` and fixes the
+    size of the compiled programs; its elements outside ``mask`` take no step, so fits with
+    different frozen sets (cycle 0 without the atmosphere, nights without enough exposures)
+    share one compiled Gauss-Newton program instead of compiling one each.
     """
     if n_free(mask) == 0 or max_iter <= 0:
         val = float(_value(loss, params, args))
@@ -82,7 +86,7 @@ def minimize(
     if method == "gauss_newton":
         if residual_fn is None:
             raise ValueError("gauss_newton needs residual_fn")
-        return _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project)
+        return _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, superset)
     raise ValueError(f"unknown method {method!r} (lbfgs, gauss_newton)")
 
 
@@ -230,14 +234,21 @@ def _gn_step(project, unravel, jtj, jtr, diag, lam, z, x0, idx, scale):
     dz = -jnp.linalg.solve(jtj + lam * jnp.diag(diag), jtr)
     if project is not None:
         xp, _ = ravel_pytree(project(unravel(x0.at[idx].add(scale * (z + dz)))))
-        dz = (xp[idx] - x0[idx]) / scale - z
+        moving = scale > 0  # frozen elements of a superset (scale 0) stay at z = 0
+        dz = jnp.where(moving, (xp[idx] - x0[idx]) / jnp.where(moving, scale, 1.0) - z, 0.0)
     return dz
 
 
-def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project):
+def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, superset=None):
     x0, unravel, m, sc = _ravel(params, mask)
-    idx = jnp.asarray(np.nonzero(np.asarray(m))[0])
-    scale = sc[idx]
+    rows = np.asarray(m) > 0
+    if superset is not None:
+        sup = np.asarray(_ravel(params, superset)[2]) > 0
+        if np.any(rows & ~sup):
+            raise ValueError("superset must contain every free element of mask")
+        rows = sup
+    idx = jnp.asarray(np.nonzero(rows)[0])
+    scale = (sc * m)[idx]  # 0 for superset elements that are frozen now: no step
     n = int(idx.shape[0])
     nblock = math.ceil(n / GN_BLOCK)
     common = (x0, idx, scale, args)
