@@ -2,12 +2,12 @@
 
 On a GPU, XLA implements scatter-adds (the fit's segment sums over stars, pairs and exposures,
 and the reverse pass of every gather) with atomic additions, whose summation order changes from
-run to run. The rounding differences are ~1e-16 relative, but the fit's discrete decisions
+run to run. The differences are at the level of float64 rounding, but the fit's discrete decisions
 amplify them: on the tract preset (H100, seed 77) two runs of the same command took 16 and 13
 Gauss-Newton iterations in their last cycle and their zeropoints differed by up to 1.2 mmag,
 mostly a per-band constant (the overall level that the stars' magnitudes absorb; relative
 differences up to 0.35 mmag). With ``--xla_gpu_deterministic_ops=true`` two runs were
-identical to the last bit, at about the same speed (docs/performance.md, "GPU"). CPU results
+identical to the last bit, 0-30 % slower (docs/performance.md, "GPU"). CPU results
 are deterministic already; the flag is not set where no GPU backend can start.
 
 XLA reads ``XLA_FLAGS`` once, when JAX first starts its backend: the command line calls
