@@ -2,7 +2,7 @@
 compiling them.
 
 A tract's fit compiles many XLA programs (the Gauss-Newton normal equations, the chi2 pass, the
-gray and star-flat steps and small array operations: 159 on the tract preset, 400 before the
+gray and star-flat steps and small array operations: 120 on the tract preset, 400 before the
 eager operations were folded into compiled ones). Measured on the tract preset: 17 s of a 39 s
 run on the 2-core CPU, and 66 s of an 81 s run on an H100, where the fit's arithmetic itself
 takes a few seconds (docs/performance.md, "GPU"). JAX's persistent compilation cache stores

@@ -265,6 +265,11 @@ def _zeropoint_terms(params: FitParams, data: FitData, lut):
             star_flat_at_centre(params, data))
 
 
+# Compiled: run eagerly these were ~40 single-operation programs, each compiled on first use.
+_pair_flat_group = jax.jit(lambda data: data.pair_flat_group)
+_exposure_atmosphere = jax.jit(exposure_atmosphere)
+
+
 #: Planck constant (erg s), for the AB normalisation.
 PLANCK_ERG_S = 6.62607015e-27
 
@@ -341,8 +346,9 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
     band = np.asarray(data.exp_band)
     # + the star flat's error at the detector centre (not in fgcm's formula; ~0.5 mmag for a
     # typical detector of the tract preset, several mmag for sparse tract-edge ones)
+    pair_group = np.asarray(_pair_flat_group(data))
     var_flat = np.asarray(star_flat_centre_variance(final.residuals.var_e, jnp.asarray(use),
-                                                    data))[np.asarray(data.pair_flat_group)]
+                                                    data))[pair_group]
     zerr = np.sqrt(gray_var + sig[band][:, None] ** 2 / np.maximum(til - 1, 1)
                    + var_flat.reshape(nE, nD))
 
@@ -361,7 +367,7 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
     # offset (the simulator's detector offsets alone scatter by 8 mmag; on the tiny preset
     # detectors at the tract edge with 0-5 stars were off by up to 56 mmag).
     n_flat = _stars_per_flat_group(data, np.asarray(use))
-    few = (n_flat[np.asarray(data.pair_flat_group)] < MIN_STARS_PER_COEF).reshape(nE, nD)
+    few = (n_flat[pair_group] < MIN_STARS_PER_COEF).reshape(nE, nD)
     flag = np.where(few & (flag < ZP_CANNOT_COMPUTE), ZP_TOO_FEW_STARS_ON_CCD, flag)
     flag = np.where(no_stars[:, None], ZP_CANNOT_COMPUTE, flag)
     bad = flag >= ZP_CANNOT_COMPUTE
@@ -369,7 +375,7 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
     zerr = np.where(bad, np.nan, zerr)
 
     # per visit atmosphere at the boresight airmass
-    atm = exposure_atmosphere(params, data)
+    atm = _exposure_atmosphere(params, data)
     atmosphere = {"visit": np.asarray(data.exp_visit), "pressure": np.asarray(atm.pressure),
                       "pwv": np.asarray(atm.pwv), "o3": np.asarray(atm.o3), "tau": np.asarray(atm.tau),
                       "alpha": np.asarray(atm.alpha), "secz": np.asarray(data.exp_secz)}
