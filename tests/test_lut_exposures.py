@@ -36,13 +36,19 @@ def _exposures(lut, n_exp, rng):
     return filt, np.arange(n_det), atm, secz
 
 
+def _exposures64(lut, n_exp, rng):
+    """:func:`_exposures` with the atmosphere and sec z as float64 JAX arrays (call under
+    ``jax.enable_x64``)."""
+    filt, slots, atm, secz = _exposures(lut, n_exp, rng)
+    return (filt, slots, [jnp.asarray(a, jnp.float64) for a in atm],
+            jnp.asarray(secz, jnp.float64))
+
+
 def test_exposure_path_matches_pairs(interp):
     it, lut = interp
     rng = np.random.default_rng(3)
     with jax.enable_x64(True):
-        filt, slots, atm, secz = _exposures(lut, 24, rng)
-        atm = [jnp.asarray(a, jnp.float64) for a in atm]
-        secz = jnp.asarray(secz, jnp.float64)
+        filt, slots, atm, secz = _exposures64(lut, 24, rng)
         n_exp, n_det = secz.shape
 
         def pairs(atm, s):
@@ -118,9 +124,8 @@ def test_pairs_from_exposures_equals_its_contraction(interp):
     it, lut = interp
     rng = np.random.default_rng(7)
     with jax.enable_x64(True):
-        filt, slots, atm, secz = _exposures(lut, 12, rng)
-        terms = it.exposure_terms(filt, *[jnp.asarray(a, jnp.float64) for a in atm])
-        secz = jnp.asarray(secz, jnp.float64)
+        filt, slots, atm, secz = _exposures64(lut, 12, rng)
+        terms = it.exposure_terms(filt, *atm)
         i0, i10 = it.pairs_from_exposures(terms, filt, slots, secz)
         d_ln_i0 = jax.jvp(lambda s: jnp.log(it.pairs_from_exposures(terms, filt, slots, s)[0]),
                           (secz,), (jnp.ones_like(secz),))[1]
@@ -182,9 +187,7 @@ def test_exposure_pair_terms_equals_two_step_path(interp):
     it, lut = interp
     rng = np.random.default_rng(13)
     with jax.enable_x64(True):
-        filt, slots, atm, secz = _exposures(lut, 17, rng)
-        atm = [jnp.asarray(a, jnp.float64) for a in atm]
-        secz = jnp.asarray(secz, jnp.float64)
+        filt, slots, atm, secz = _exposures64(lut, 17, rng)
 
         def two_step(atm):
             terms = it.exposure_terms(filt, *atm)

@@ -157,7 +157,7 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
     e, base_var, sel = _statistic_selection(res, mean_use, sig_fgcm, data)
     band = np.asarray(data.obs_band)
     reserved = np.asarray(data.star_reserved)[np.asarray(data.obs_star)]
-    rep = np.array([G.robust_sigma(e[sel & reserved & (band == b)]) for b in range(nb)])
+    rep = _reserved_repeatability(e, sel, data)
     new_sig = np.array([_sigma_fgcm(e[sel & ~reserved & (band == b)],
                                     base_var[sel & ~reserved & (band == b)]) for b in range(nb)])
 
@@ -271,6 +271,11 @@ def repeatability(m_std, var, mean_use, sig_fgcm, data: FitData) -> np.ndarray:
     (scripts/bench_fit.py)."""
     res = G.star_residuals(jnp.asarray(m_std), var, mean_use, data)
     e, _, sel = _statistic_selection(res, mean_use, sig_fgcm, data)
+    return _reserved_repeatability(e, sel, data)
+
+
+def _reserved_repeatability(e, sel, data: FitData) -> np.ndarray:
+    """Robust sigma of the selected reserved stars' EGray, per band."""
     band = np.asarray(data.obs_band)
     reserved = np.asarray(data.star_reserved)[np.asarray(data.obs_star)]
     return np.array([G.robust_sigma(e[sel & reserved & (band == b)])

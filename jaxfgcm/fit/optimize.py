@@ -158,9 +158,14 @@ class _Unravel:
         return isinstance(other, _Unravel) and other.key == self.key
 
 
+def _flat_mask(mask):
+    """A boolean parameter pytree as one float64 vector in ravel_pytree's order."""
+    return ravel_pytree(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), mask))[0]
+
+
 def _ravel(params, mask):
     x0, unravel = ravel_pytree(params)
-    m, _ = ravel_pytree(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), mask))
+    m = _flat_mask(mask)
     sc, _ = ravel_pytree(scales_like(params))
     leaves, treedef = jax.tree_util.tree_flatten(params)
     unravel = _Unravel(unravel, (treedef, tuple((a.shape, str(a.dtype)) for a in leaves)))
@@ -243,7 +248,7 @@ def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, super
     x0, unravel, m, sc = _ravel(params, mask)
     rows = np.asarray(m) > 0
     if superset is not None:
-        sup = np.asarray(_ravel(params, superset)[2]) > 0
+        sup = np.asarray(_flat_mask(superset)) > 0
         if np.any(rows & ~sup):
             raise ValueError("superset must contain every free element of mask")
         rows = sup
