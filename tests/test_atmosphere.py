@@ -192,11 +192,23 @@ def test_derivation_reproduces_shipped_coefficients(modtran):
     spec.loader.exec_module(mod)
     derived = mod.derive(modtran)
     shipped = atm.load_coefficients()
-    for k in ("o3_tau_per_du", "h2o_a", "h2o_c", "o2_a", "o2_c"):
-        np.testing.assert_allclose(
-            getattr(derived, k), getattr(shipped, k), rtol=1e-5, atol=1e-12, err_msg=k
-        )
+    # Ozone is a closed-form fit: the coefficients themselves must agree.
+    np.testing.assert_allclose(derived.o3_tau_per_du, shipped.o3_tau_per_du, rtol=1e-5, atol=1e-12)
     assert derived.o3_layer_height_km == pytest.approx(shipped.o3_layer_height_km, rel=1e-6)
+
+    # The curves of growth are iterative least-squares fits whose (a, c) are ill-determined
+    # where absorption is weak or saturated (c trades with a): scipy 1.17 stops at other (a, c)
+    # than the release that wrote the file (h2o_a up to 1.2e-4 relative, O2 A band 6 %), with
+    # the same transmission. Compare what the coefficients are for, the transmission, over
+    # the columns the model is used at (PWV 0-15 mm, O2 up to sec z 3.5): measured 3e-8
+    # (H2O) and 2e-5 (saturated O2 A band, 7600 A).
+    def transmission(a, c, u):
+        return np.exp(-a[None] * u[:, None] / np.sqrt(1.0 + c[None] * u[:, None]))
+
+    for name, u in (("h2o", np.linspace(0.0, 45.0, 200)), ("o2", np.linspace(0.8, 3.5, 100))):
+        t_derived = transmission(getattr(derived, f"{name}_a"), getattr(derived, f"{name}_c"), u)
+        t_shipped = transmission(getattr(shipped, f"{name}_a"), getattr(shipped, f"{name}_c"), u)
+        assert np.max(np.abs(t_derived - t_shipped)) <= 1e-4, name
 
 
 def test_reader_nodes_and_standard_transmission(modtran):
