@@ -197,11 +197,11 @@ def test_derivation_reproduces_shipped_coefficients(modtran):
     assert derived.o3_layer_height_km == pytest.approx(shipped.o3_layer_height_km, rel=1e-6)
 
     # The curves of growth are iterative least-squares fits whose (a, c) are ill-determined
-    # where absorption is weak or saturated (c trades with a): scipy 1.17 stops at other (a, c)
-    # than the release that wrote the file (h2o_a up to 1.2e-4 relative, O2 A band 6 %), with
-    # the same transmission. Compare what the coefficients are for, the transmission, over
-    # the columns the model is used at (PWV 0-15 mm, O2 up to sec z 3.5): measured 3e-8
-    # (H2O) and 2e-5 (saturated O2 A band, 7600 A).
+    # where absorption is weak or saturated (c trades with a): a fresh install (scipy 1.17.1,
+    # numpy 2.4.6) stops at other (a, c) than the one that wrote the file (h2o_a up to 1.2e-4
+    # relative, O2 A band 6 %) with the same transmission. So compare what the coefficients
+    # are for, the transmission, over the columns the model meets (H2O u = PWV sec z up to 45,
+    # O2 u up to 3.5): measured 3e-8 (H2O) and 2e-5 (the saturated O2 A band at 7600 A).
     def transmission(a, c, u):
         return np.exp(-a[None] * u[:, None] / np.sqrt(1.0 + c[None] * u[:, None]))
 
