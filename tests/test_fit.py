@@ -364,6 +364,49 @@ def test_star_flat_gradient_needs_enough_weighted_stars(synth):
     assert np.all((new[full, 1:] > 0.0045) & (new[full, 1:] <= 0.005))
 
 
+def test_a_cycle_that_worsens_the_repeatability_is_not_kept(synth, monkeypatch):
+    """A last fit cycle whose reserved repeatability is worse than an earlier cycle's (here
+    made so, 3x, as a cycle that re-admits a cloud does) is dropped: the clean-up starts from
+    the best cycle, so the products are those of a run that stopped there."""
+    import pickle
+
+    import jaxfgcm.fit.driver as D
+
+    data, lut, _ = synth
+    two = run_fit_cycles(data, lut, CFG.with_overrides({"fit.max_fit_cycles": 2}), log=None)
+    real = D.run_cycle
+
+    def worse_third_cycle(*args, cycle, final=False, **kw):
+        out = real(*args, cycle=cycle, final=final, **kw)
+        if cycle == 2 and not final:
+            out.repeatability = 3.0 * np.asarray(out.repeatability)
+        return out
+
+    monkeypatch.setattr(D, "run_cycle", worse_third_cycle)
+    lines, snaps = [], []
+    three = run_fit_cycles(data, lut, CFG, log=lines.append,
+                           checkpoint=lambda s: snaps.append(pickle.dumps(s)))
+    fitted = [r for r in three.cycles if not r["cleanup"]]
+    assert len(fitted) == 3  # the third cycle ran (no early convergence to hide the test)
+    assert three.cycles[-1]["from_cycle"] == 1 and two.cycles[-1]["from_cycle"] == 1
+    assert any("the clean-up starts from cycle 1" in line for line in lines)
+    np.testing.assert_array_equal(three.zeropoint_flag, two.zeropoint_flag)
+    ok = np.isfinite(two.zeropoint)
+    assert np.max(np.abs(three.zeropoint[ok] - two.zeropoint[ok])) < 1e-9
+    np.testing.assert_allclose(three.repeatability[-1], two.repeatability[-1], rtol=1e-9)
+    # the best cycle travels with the checkpoints: resumed after the bad cycle, same result
+    resumed = run_fit_cycles(data, lut, CFG, log=None, resume_from=pickle.loads(snaps[-1]))
+    assert resumed.cycles[-1]["from_cycle"] == 1
+    assert np.max(np.abs(resumed.zeropoint[ok] - two.zeropoint[ok])) < 1e-9
+
+
+def test_max_fit_cycles_must_be_at_least_one():
+    from jaxfgcm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="max_fit_cycles"):
+        run_fit_cycles(None, object(), CFG.with_overrides({"fit.max_fit_cycles": 0}), log=None)
+
+
 def test_clean_up_cycle_applies_the_last_cycles_cuts(synth):
     """The clean-up (final) cycle flags with the cuts its input state carries (the last fit
     cycle's, which the record reports), not with cuts re-derived from the photometric set
