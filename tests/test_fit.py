@@ -400,6 +400,18 @@ def test_a_cycle_that_worsens_the_repeatability_is_not_kept(synth, monkeypatch):
     assert np.max(np.abs(resumed.zeropoint[ok] - two.zeropoint[ok])) < 1e-9
 
 
+def test_cycles_are_ranked_by_missing_bands_then_mean_repeatability():
+    from jaxfgcm.fit.driver import _repeatability_score
+
+    fit = np.array([True, True, True, False])
+    all_bands = _repeatability_score([0.005, 0.005, 0.005, np.nan], fit)  # last: not a fit band
+    lost_one = _repeatability_score([0.004, 0.004, np.nan, 0.001], fit)
+    assert all_bands == (0, pytest.approx(0.005)) and lost_one == (1, pytest.approx(0.004))
+    assert all_bands < lost_one  # a lower mean does not win by leaving a band out
+    assert _repeatability_score([0.004, 0.004, 0.005, 0.0], fit) < all_bands  # 4th: no fit band
+    assert _repeatability_score([np.nan] * 4, fit) == (3, np.inf)
+
+
 def test_max_fit_cycles_must_be_at_least_one():
     from jaxfgcm.config import ConfigError
 

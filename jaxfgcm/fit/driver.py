@@ -105,8 +105,8 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
     ``resume_from`` = such a snapshot continues after that cycle, giving the same result as an
     uninterrupted run (tests/test_fit.py).
 
-    The clean-up starts from the fit cycle with the best reserved repeatability (lowest mean over
-    the fit bands), normally the last one: a cycle that re-admits a cloud can leave the
+    The clean-up starts from the fit cycle with the best reserved repeatability (fewest fit bands
+    without one, then the lowest mean over the fit bands), normally the last one: a cycle that re-admits a cloud can leave the
     repeatability worse than the cycle before (tract preset, seed 3, fit.random_seed 2: i, z, y
     4.4, 5.0, 5.7 -> 6.2, 7.4, 8.1 mmag in the fifth cycle, docs/fit.md), and ending there
     would throw the better calibration away.
@@ -177,10 +177,12 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
     from_cycle = records[-1]["cycle"]
     if best is not None and best[1] != from_cycle:
         if log is not None:
-            last = _repeatability_score(reps[-1], fit_bands)
+            n_last, last = _repeatability_score(reps[-1], fit_bands)
+            n_best, mean_best = best[0]
             log(f"fit: cycle {from_cycle} left the reserved repeatability worse than cycle "
-                f"{best[1]} (mean over the fit bands {1e3 * last:.2f} vs {1e3 * best[0]:.2f} "
-                f"mmag); the clean-up starts from cycle {best[1]}")
+                f"{best[1]} (mean over the fit bands {1e3 * last:.2f} vs {1e3 * mean_best:.2f} "
+                f"mmag, bands without one {n_last} vs {n_best}); the clean-up starts from cycle "
+                f"{best[1]}")
         from_cycle, state = best[1], best[2]
     low_used, high_used = state.low_cut, state.high_cut
     final = run_cycle(data, lut, config, state, cycle=len(records), final=True)
@@ -203,12 +205,14 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
     return result
 
 
-def _repeatability_score(repeatability, fit_bands) -> float:
-    """Mean reserved repeatability over the fit bands that have one (inf if none): how the
-    driver ranks its cycles."""
+def _repeatability_score(repeatability, fit_bands) -> tuple[int, float]:
+    """How the driver ranks its cycles (lower is better): first the number of fit bands
+    without a reserved repeatability (a cycle that lost all photometric exposures of a band must
+    not win by leaving it out; the demo's cycles 1 and 2 have no y), then the mean over those
+    with one."""
     r = np.asarray(repeatability, dtype=np.float64)[np.asarray(fit_bands, dtype=bool)]
-    r = r[np.isfinite(r)]
-    return float(r.mean()) if r.size else float("inf")
+    ok = np.isfinite(r)
+    return int((~ok).sum()), (float(r[ok].mean()) if ok.any() else float("inf"))
 
 
 def _state_arrays_to(state, to):
