@@ -187,10 +187,10 @@ def truth_bars(repo_dir, cat, cam, data, res, cfg):
         if ok.sum() == 0:
             continue
         x = d[ok] - np.median(d[ok])
-        bars["zeropoint"][str(b)] = float(np.sqrt(np.mean(x ** 2)))
+        rms = bars["zeropoint"][str(b)] = float(np.sqrt(np.mean(x ** 2)))
         four = (tz["band"] == b) & (flag == 4)
         y = d[four] - np.median(d[ok])
-        print(f"  {b}: {1e3 * np.sqrt(np.mean(x ** 2)):.2f} mmag over {ok.sum()} (visit, det), "
+        print(f"  {b}: {1e3 * rms:.2f} mmag over {ok.sum()} (visit, det), "
               f"constant {1e3 * np.median(d[ok]):+.1f} mmag; "
               f"flag-4 (gray-corrected) {1e3 * np.sqrt(np.mean(y ** 2)) if four.any() else np.nan:.2f}"
               f" mmag over {four.sum()}")
@@ -230,8 +230,8 @@ def truth_bars(repo_dir, cat, cam, data, res, cfg):
         x = res.star_mag[ok, b] - obj[f"mag_std_{band}"][k[ok]]
         const = np.median(x)
         x -= const
-        bars["bright"][band] = float(np.sqrt(np.mean(x ** 2)))
-        print(f"  {band}: {1e3 * np.sqrt(np.mean(x ** 2)):.2f} mmag over {ok.sum()} stars "
+        rms = bars["bright"][band] = float(np.sqrt(np.mean(x ** 2)))
+        print(f"  {band}: {1e3 * rms:.2f} mmag over {ok.sum()} stars "
               f"(robust {1e3 * 1.4826 * np.median(np.abs(x)):.2f}; errors "
               f"{1e3 * np.sqrt(np.mean(res.star_mag_err[ok, b] ** 2)):.2f}), constant "
               f"{1e3 * const:+.1f} mmag")

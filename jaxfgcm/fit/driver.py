@@ -106,23 +106,12 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
     uninterrupted run (tests/test_fit.py).
 
     The clean-up starts from the fit cycle with the best reserved repeatability (fewest fit bands
-    without one, then the lowest mean over the fit bands), normally the last one: a cycle that re-admits a cloud can leave the
-    repeatability worse than the cycle before (tract preset, seed 3, fit.random_seed 2: i, z, y
-    4.4, 5.0, 5.7 -> 6.2, 7.4, 8.1 mmag in the fifth cycle, docs/fit.md), and ending there
-    would throw the better calibration away.
+    without one, then the lowest mean over the fit bands), normally the last one: a cycle that
+    re-admits a cloud can leave the repeatability worse than the cycle before (tract preset,
+    seed 3, fit.random_seed 2: i, z, y 4.4, 5.0, 5.7 -> 6.2, 7.4, 8.1 mmag in the fifth cycle,
+    docs/fit.md), and ending there would throw the better calibration away.
     """
-    known = set(config.instrument.physical_filters.values())
-    unknown = sorted(set(config.fit.sed_slope_scale) - known)
-    if unknown:
-        from jaxfgcm.config import ConfigError
-
-        raise ConfigError(f"'fit.sed_slope_scale': {unknown} are not bands of any physical "
-                          f"filter (bands: {sorted(known)})")
-    if config.fit.max_fit_cycles < 1:
-        from jaxfgcm.config import ConfigError
-
-        raise ConfigError(f"'fit.max_fit_cycles' must be at least 1 (the clean-up needs a fit "
-                          f"cycle's cuts), got {config.fit.max_fit_cycles}")
+    _check_fit_config(config)
     lut = _interpolator(lut)
     if jax.device_count() > 1:
         # One code path for 1..N devices: observations split over all devices, the rest
@@ -203,6 +192,20 @@ def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None
                           "fit": sum(r["fit_seconds"] for r in records),
                           "cycles": [r["seconds"] for r in records]}
     return result
+
+
+def _check_fit_config(config) -> None:
+    """Fit settings the config loader cannot check alone (they need the instrument's bands)."""
+    from jaxfgcm.config import ConfigError
+
+    known = set(config.instrument.physical_filters.values())
+    unknown = sorted(set(config.fit.sed_slope_scale) - known)
+    if unknown:
+        raise ConfigError(f"'fit.sed_slope_scale': {unknown} are not bands of any physical "
+                          f"filter (bands: {sorted(known)})")
+    if config.fit.max_fit_cycles < 1:
+        raise ConfigError(f"'fit.max_fit_cycles' must be at least 1 (the clean-up needs a fit "
+                          f"cycle's cuts), got {config.fit.max_fit_cycles}")
 
 
 def _repeatability_score(repeatability, fit_bands) -> tuple[int, float]:
