@@ -256,12 +256,13 @@ def truth_bars(repo_dir, cat, cam, data, res, cfg):
 TARGETS = {"zeropoint": (1e3, 2.0), "bright": (1e3, 3.0), "ratio": (1.0, 1.2)}
 
 
-def print_draws(draws: dict) -> None:
-    """The bars of several reserve draws side by side, and in how many each target is met:
-    the repeatability floor depends on the reserved stars' S/N mix, so one draw's pass or miss
-    by a few hundredths says little (docs/fit.md)."""
+def print_draws(draws: dict, label: str = "reserve draw (fit.random_seed = {keys})") -> None:
+    """The bars of several runs side by side (``draws``: key -> ``truth_bars``), and in how many
+    each target is met. For reserve draws: the repeatability floor depends on the reserved
+    stars' S/N mix, so one draw's pass or miss by a few hundredths says little (docs/fit.md);
+    scripts/bench_seeds.py uses it for simulated repositories of several seeds."""
     seeds = list(draws)
-    print(f"bars per reserve draw (fit.random_seed = {', '.join(map(str, seeds))}):")
+    print(f"bars per {label.format(keys=', '.join(map(str, seeds)))}:")
     order = list(draws[seeds[0]]["ratio"])  # FitData's band order
     for name, (unit, target) in TARGETS.items():
         for band in sorted(draws[seeds[0]][name], key=order.index):
@@ -316,6 +317,25 @@ def repeatability_noise_floor(data, res, sigma0=0.003, seed=1, noise=None):
                               jnp.asarray(res.repeatability_mean_use), sig, data))
 
 
+def load_repo(repo_dir, tract, cfg):
+    """A simulated repository's stars, camera, LUT (host and interpolator) and FitData."""
+    from jaxfgcm.fit import FitData
+    from jaxfgcm.lut import LutInterpolator, load_lut
+    from jaxfgcm.repo import Repository
+    from jaxfgcm.stars import build_stars
+
+    repo = Repository(repo_dir)
+    t0 = time.perf_counter()
+    cat = build_stars(repo, cfg, tract)
+    cam = repo.camera()
+    lut_np = load_lut(repo.lut_path, config=cfg, camera=cam)
+    t1 = time.perf_counter()
+    data = FitData.build(cat, lut_np, cam, cfg)
+    print(f"build_stars + load_lut {t1 - t0:.1f} s; FitData.build "
+          f"{time.perf_counter() - t1:.2f} s")
+    return cat, cam, lut_np, data, LutInterpolator.from_lut(lut_np)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repo", help="simulated repository (else a synthetic problem)")
@@ -338,21 +358,9 @@ def main(argv=None):
         retain_freed_memory()
     if a.repo:
         from jaxfgcm.fit import FitData
-        from jaxfgcm.lut import LutInterpolator, load_lut
-        from jaxfgcm.repo import Repository
-        from jaxfgcm.stars import build_stars
 
         cfg = load_config(default_config_path(), overrides=a.set)
-        repo = Repository(a.repo)
-        t0 = time.perf_counter()
-        cat = build_stars(repo, cfg, a.tract)
-        cam = repo.camera()
-        lut_np = load_lut(repo.lut_path, config=cfg, camera=cam)
-        t1 = time.perf_counter()
-        data = FitData.build(cat, lut_np, cam, cfg)
-        print(f"build_stars + load_lut {t1 - t0:.1f} s; FitData.build "
-              f"{time.perf_counter() - t1:.2f} s")
-        lut = LutInterpolator.from_lut(lut_np)
+        cat, cam, lut_np, data, lut = load_repo(a.repo, a.tract, cfg)
     else:
         cfg = Config().with_overrides(["instrument.bands=[g,r,i]", "fit.fit_bands=[g,r,i]",
                                        "fit.min_star_per_exp=50", *a.set])
