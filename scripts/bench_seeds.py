@@ -20,6 +20,7 @@ much: docs/fit.md), so the counts and means over seeds are what this script is f
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,10 +37,15 @@ from jaxfgcm.fit.hostmem import retain_freed_memory
 
 
 def simulate(repo: Path, tract: int, seed: int) -> None:
+    """The tract preset for ``seed`` at ``repo``, written next to it and renamed when complete,
+    so an interrupted run never leaves a repository that a later run would reuse."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "jaxfgcm.simulate", "--repo", str(repo), "--tract",
+    partial = repo.with_name(repo.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "jaxfgcm.simulate", "--repo", str(partial), "--tract",
                     str(tract), "--preset", "tract", "--seed", str(seed), "--quiet"],
                    check=True, stdout=subprocess.DEVNULL)
+    partial.rename(repo)
     print(f"simulated seed {seed} into {repo} in {time.perf_counter() - t0:.1f} s")
 
 
@@ -103,12 +109,11 @@ def main(argv=None):
             res = bench_fit.whole_fit(data, lut, cfg)
             bars[seed] = bench_fit.truth_bars(str(repo), cat, cam, data, res, cfg)
             if not a.workdir:
-                subprocess.run(["rm", "-rf", str(repo)], check=True)
+                shutil.rmtree(repo)
     print()
     summarise(bars)
     return bars
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()
