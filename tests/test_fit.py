@@ -254,23 +254,31 @@ def test_cuts_from_exposure_gray_follow_the_photometric_spread():
     assert flagged[cloud].all() and not flagged[~cloud].any()
 
 
+def _one_band_nights(secz, eg, n_first):
+    """Exposures of one band on two nights (the first ``n_first`` on night 0), 500 stars
+    each: the FitData and Gray fields that exposure flagging reads."""
+    from types import SimpleNamespace
+
+    n = len(secz)
+    data = SimpleNamespace(exp_night=np.r_[np.zeros(n_first, int), np.ones(n - n_first, int)],
+                           exp_band=np.zeros(n, int), n_bands=1, n_nights=2, n_exp=n,
+                           exp_secz=np.asarray(secz), fit_bands=(True,))
+    gray = SimpleNamespace(exp_gray=np.asarray(eg), exp_n_obs=np.full(n, 500),
+                           exp_gray_rms=np.full(n, 0.002))
+    return data, gray
+
+
 def test_a_lost_night_band_is_cut_relative_to_its_airmass_law():
     """(night 0, g): clear, but the fitted atmosphere misses its extinction: gray -43 mmag per
     airmass, all below the -5 mmag cut. (night 1, g): clouds of 20-80 mmag. Only the first
     is lost to an atmosphere law: relative to it, every exposure is photometric; the cloudy
     (night, band) stays flagged but its thinnest-per-airmass exposure."""
-    from types import SimpleNamespace
-
     from jaxfgcm.fit import gray as G
 
     secz = np.array([1.22, 1.23, 1.33, 1.37, 1.63, 1.1, 1.2, 1.3, 1.4])
     eg = np.r_[-0.0430 * secz[:5] + np.array([0.3, -0.4, 0.2, 0.0, -0.2]) * 1e-3,
                -np.array([0.020, 0.080, 0.045, 0.060])]
-    data = SimpleNamespace(exp_night=np.r_[np.zeros(5, int), np.ones(4, int)],
-                           exp_band=np.zeros(9, int), n_bands=1, n_nights=2, n_exp=9,
-                           exp_secz=secz, fit_bands=(True,))
-    gray = SimpleNamespace(exp_gray=eg, exp_n_obs=np.full(9, 500),
-                           exp_gray_rms=np.full(9, 0.002))
+    data, gray = _one_band_nights(secz, eg, 5)
     cut = {"low_cut": [-0.005], "high_cut": [0.05], "var_cut": 0.0005,
            "min_star_per_exp": 100, "min_exp_per_night": 1}
     flags = G.exposure_flags(gray, data, **cut)
@@ -281,6 +289,33 @@ def test_a_lost_night_band_is_cut_relative_to_its_airmass_law():
     again = G.exposure_flags(gray, data, **cut, reference=np.where(lost, ref, 0.0))
     assert np.all(again[:5] == 0)
     assert np.sum(again[5:] == 0) == 1 and again[5] == 0  # 20 mmag at secz 1.1: the envelope
+
+
+def test_a_night_band_brighter_than_the_high_cut_is_cut_relative_to_its_airmass_law():
+    """Seed 11 of the tract preset, night 4, y (one aperture pivot): four cloudy exposures
+    (95, 84, 76, 29 mmag) at the start of a run were absorbed by the night's water vapour, and
+    the run's one clear exposure came out 83 mmag *brighter* than the model (the thinnest
+    cloud +54), so the high cut flagged them and kept the thicker clouds. Two exposures above
+    the high cut mark the (night, band)'s atmosphere as wrong: relative to its upper envelope
+    of EGray / secz only the clear exposure is photometric. (night 1, y): clear exposures and one corrupt one (+120
+    mmag, e.g. a wrong exposure time): a single exposure above the high cut is not taken as
+    the clear-sky level, the others stay photometric."""
+    from jaxfgcm.fit import gray as G
+
+    secz = np.array([1.14, 1.25, 1.46, 1.70, 1.93, 1.1, 1.2, 1.3, 1.4])
+    eg = np.array([-16.8, -5.0, 4.0, 54.1, 82.9, 0.8, -0.6, 0.2, 120.0]) * 1e-3
+    clear = np.array([False, False, False, False, True, True, True, True, False])
+    data, gray = _one_band_nights(secz, eg, 5)
+    cut = {"low_cut": [-0.0064], "high_cut": [0.05], "var_cut": 0.0005,
+           "min_star_per_exp": 100, "min_exp_per_night": 1}
+    flags = G.exposure_flags(gray, data, **cut)
+    assert np.all(flags[[3, 4, 8]] == G.EXP_GRAY_TOO_POSITIVE) and np.all(flags[[1, 2]] == 0)
+    assert not G.lost_night_bands(flags, gray, data).any()
+    wrong = G.too_positive_night_bands(flags, data)
+    assert wrong.tolist() == [True] * 5 + [False] * 4
+    ref = G.night_band_reference(eg, np.ones(9, bool), data)
+    again = G.exposure_flags(gray, data, **cut, reference=np.where(wrong, ref, 0.0))
+    assert np.array_equal(again == 0, clear)
 
 
 def test_star_flat_centre_variance_is_the_mean_error_for_spread_stars(synth):

@@ -224,8 +224,12 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
         # preset seed 3: all five clear g exposures of a night at -53 to -70 mmag, EGray/secz
         # -43 +- 0.5 mmag). Out of the fit it would stay wrong, so such (night, band)s are cut
         # relative to their clearest exposure's EGray/secz, as lost nights are in cycle 0;
-        # clouds, which do not scale with airmass, still fail the cut.
-        lost = G.lost_night_bands(new_flags, gray, data)
+        # clouds, which do not scale with airmass, still fail the cut. So are (night, band)s
+        # with an exposure above the high cut: brighter than the model, so the band's
+        # atmosphere is wrong that night (seed 11 with one aperture pivot: four y clouds of
+        # 29-95 mmag absorbed by the night's water vapour, the one clear y exposure +83 mmag).
+        lost = G.lost_night_bands(new_flags, gray, data) | G.too_positive_night_bands(new_flags,
+                                                                                      data)
         if lost.any():
             has = (np.asarray(gray.exp_n_obs) > 0) & (eg_now > fc.exp_gray_initial_cut)
             reference = np.where(lost, G.night_band_reference(eg_now, has, data), 0.0)

@@ -143,6 +143,19 @@ def lost_night_bands(flags: np.ndarray, gray: Gray, data: FitData) -> np.ndarray
     return (n_ok[key] == 0) & (n_star[key] >= 2)
 
 
+def too_positive_night_bands(flags: np.ndarray, data: FitData) -> np.ndarray:
+    """Per exposure: its (night, band) has at least two exposures flagged for nothing but a
+    gray above the high cut. Clouds never make an exposure brighter than the model, so such
+    exposures say that the band's fitted atmosphere is wrong that night (typically it absorbed
+    a run of clouds, which then look photometric). Two, because one exposure alone may be
+    corrupt (a wrong exposure time) rather than the atmosphere wrong: as the clear-sky
+    reference it would flag its (night, band)'s good exposures."""
+    key = np.asarray(data.exp_night) * data.n_bands + np.asarray(data.exp_band)
+    nk = data.n_nights * data.n_bands
+    pos = (np.asarray(flags) & ~EXP_TOO_FEW_EXP_ON_NIGHT) == EXP_GRAY_TOO_POSITIVE
+    return np.bincount(key, weights=pos.astype(float), minlength=nk)[key] >= 2
+
+
 def night_flags(flags: np.ndarray, data: FitData, min_exp_per_night: int) -> np.ndarray:
     night = np.asarray(data.exp_night)
     fit_band = np.asarray(data.fit_bands)[np.asarray(data.exp_band)]
