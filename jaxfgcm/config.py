@@ -242,9 +242,10 @@ class FitConfig:
     min_ccd_per_exp: int = 5
     #: Fit an aperture correction per band, quadratic in the visits' PSF FWHM.
     fit_aperture_correction: bool = True
-    #: One aperture correction per band (else one shared by all bands: measured on the
-    #: simulator, a shared quadratic in FWHM leaves 0.13 mmag, and per band it overfits tracts
-    #: with few exposures per band).
+    #: One aperture correction per band, each about its band's median FWHM (fgcm's form; else
+    #: one quadratic in FWHM shared by all bands about their common median: measured on the
+    #: simulator, it leaves 0.13 mmag, and per band it overfits tracts with few exposures per
+    #: band).
     aperture_correction_per_band: bool = False
     #: dtype of the per-observation arrays of the fit (magnitude, error, airmass offset,
     #: position): "float32" or "float64". Sums and star means accumulate in float64 either
