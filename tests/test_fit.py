@@ -297,9 +297,9 @@ def test_a_night_band_brighter_than_the_high_cut_is_cut_relative_to_its_airmass_
     the run's one clear exposure came out 83 mmag *brighter* than the model (the thinnest
     cloud +54), so the high cut flagged them and kept the thicker clouds. Two exposures above
     the high cut mark the (night, band)'s atmosphere as wrong: relative to its upper envelope
-    of EGray / secz only the clear exposure is photometric. (night 1, y): clear exposures and one corrupt one (+120
-    mmag, e.g. a wrong exposure time): a single exposure above the high cut is not taken as
-    the clear-sky level, the others stay photometric."""
+    of EGray / secz only the clear exposure is photometric. (night 1, y): clear exposures and
+    one corrupt one (+120 mmag, e.g. a wrong exposure time): a single exposure above the high
+    cut is not taken as the clear-sky level, the others stay photometric."""
     from jaxfgcm.fit import gray as G
 
     secz = np.array([1.14, 1.25, 1.46, 1.70, 1.93, 1.1, 1.2, 1.3, 1.4])

@@ -40,13 +40,18 @@ def fitted(tmp_path_factory):
     return cat, cam, data, res, truth
 
 
+def _truth_pairs(res, cam, tz):
+    """(exposure, detector) indices of the fit for each row of a truth table."""
+    vi = {int(v): i for i, v in enumerate(res.visit)}
+    di = {int(x): j for j, x in enumerate(np.asarray(cam.ids))}
+    return (np.array([vi[int(v)] for v in tz["visit"]]),
+            np.array([di[int(x)] for x in tz["detector"]]))
+
+
 def test_zeropoints_match_truth(fitted):
     _, cam, _, res, truth = fitted
     tz = truth("zeropoints")
-    vi = {int(v): i for i, v in enumerate(res.visit)}
-    di = {int(x): j for j, x in enumerate(np.asarray(cam.ids))}
-    i = np.array([vi[int(v)] for v in tz["visit"]])
-    j = np.array([di[int(x)] for x in tz["detector"]])
+    i, j = _truth_pairs(res, cam, tz)
     # both AB (the fit adds fgcm's zptABNoThroughput)
     d = res.zeropoint[i, j] - tz["zeropoint"]
     flag = res.zeropoint_flag[i, j]
@@ -55,7 +60,8 @@ def test_zeropoints_match_truth(fitted):
         ok = (tz["band"] == b) & (flag < 16)
         # The absolute level left: the 12-px aperture loss at the median seeing (the aperture
         # term's pivot; relative calibration cannot see it, -20 to -110 mmag) and the mirror
-        # decline; measured +22 to +103 mmag with per-band pivots. Without the AB term it would be ~ -30 mag.
+        # decline; measured +22 to +103 mmag with per-band pivots. Without the AB term it would
+        # be ~ -30 mag.
         assert abs(np.median(d[ok])) < 0.2, b
         x = d[ok] - np.median(d[ok])
         assert np.sqrt(np.mean(x ** 2)) < 0.012, b
@@ -126,10 +132,8 @@ def test_zeropoint_airmass_is_the_detector_centres(fitted):
     quotes its truth zeropoints at; the stars' mean airmass (pair_secz) is not."""
     _, cam, data, res, truth = fitted
     tz = truth("zeropoints")
-    vi = {int(v): i for i, v in enumerate(res.visit)}
-    di = {int(x): j for j, x in enumerate(np.asarray(cam.ids))}
-    pair = (np.array([vi[int(v)] for v in tz["visit"]]) * data.n_det
-            + np.array([di[int(x)] for x in tz["detector"]]))
+    i, j = _truth_pairs(res, cam, tz)
+    pair = i * data.n_det + j
     centre = np.asarray(data.pair_secz_centre)[pair]
     mean_of_stars = np.asarray(data.pair_secz)[pair]
     assert np.max(np.abs(centre - tz["secz_centre"])) < 1e-6
@@ -142,12 +146,9 @@ def test_one_aperture_quadratic_in_fwhm_describes_every_band(fitted):
     correction per (visit, detector) to < 0.6 mmag in every band (measured 0.2-0.3). About
     per-band pivots the same shared quadratic left 0.4-3.1 mmag here (10.5 in g on the tract
     preset's seed 103): a different function of the FWHM in each band."""
-    cat, cam, data, _, truth = fitted
+    _, cam, data, res, truth = fitted
     tz = truth("zeropoints")
-    vi = {int(v): i for i, v in enumerate(np.asarray(cat.visits["visit"]))}
-    di = {int(x): j for j, x in enumerate(np.asarray(cam.ids))}
-    i = np.array([vi[int(v)] for v in tz["visit"]])
-    j = np.array([di[int(x)] for x in tz["detector"]])
+    i, j = _truth_pairs(res, cam, tz)
     s = np.asarray(data.pair_seeing).reshape(data.n_exp, data.n_det)[i, j]
     band = np.asarray(data.exp_band)[i]
     assert np.ptp([np.median(s[band == b]) for b in np.unique(band)]) > 0.1  # bands differ

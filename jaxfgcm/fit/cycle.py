@@ -225,9 +225,10 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
         # -43 +- 0.5 mmag). Out of the fit it would stay wrong, so such (night, band)s are cut
         # relative to their clearest exposure's EGray/secz, as lost nights are in cycle 0;
         # clouds, which do not scale with airmass, still fail the cut. So are (night, band)s
-        # with an exposure above the high cut: brighter than the model, so the band's
-        # atmosphere is wrong that night (seed 11 with one aperture pivot: four y clouds of
-        # 29-95 mmag absorbed by the night's water vapour, the one clear y exposure +83 mmag).
+        # with two or more exposures above the high cut: brighter than the model, so the
+        # band's atmosphere is wrong that night (seed 11 with one aperture pivot: four y
+        # clouds of 29-95 mmag absorbed by the night's water vapour, the clear y exposure
+        # +83 mmag and the thinnest cloud +54).
         lost = G.lost_night_bands(new_flags, gray, data) | G.too_positive_night_bands(new_flags,
                                                                                       data)
         if lost.any():

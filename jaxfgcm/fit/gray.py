@@ -135,12 +135,9 @@ def exposure_flags(gray: Gray, data: FitData, low_cut, high_cut, var_cut: float,
 def lost_night_bands(flags: np.ndarray, gray: Gray, data: FitData) -> np.ndarray:
     """Per exposure: its (night, band) has no photometric exposure left but at least two
     exposures with stars."""
-    key = np.asarray(data.exp_night) * data.n_bands + np.asarray(data.exp_band)
-    nk = data.n_nights * data.n_bands
-    n_ok = np.bincount(key, weights=(flags == 0).astype(float), minlength=nk)
-    n_star = np.bincount(key, weights=(np.asarray(gray.exp_n_obs) > 0).astype(float),
-                         minlength=nk)
-    return (n_ok[key] == 0) & (n_star[key] >= 2)
+    n_ok = _night_band_count(flags == 0, data)
+    n_star = _night_band_count(np.asarray(gray.exp_n_obs) > 0, data)
+    return (n_ok == 0) & (n_star >= 2)
 
 
 def too_positive_night_bands(flags: np.ndarray, data: FitData) -> np.ndarray:
@@ -150,10 +147,15 @@ def too_positive_night_bands(flags: np.ndarray, data: FitData) -> np.ndarray:
     a run of clouds, which then look photometric). Two, because one exposure alone may be
     corrupt (a wrong exposure time) rather than the atmosphere wrong: as the clear-sky
     reference it would flag its (night, band)'s good exposures."""
-    key = np.asarray(data.exp_night) * data.n_bands + np.asarray(data.exp_band)
-    nk = data.n_nights * data.n_bands
     pos = (np.asarray(flags) & ~EXP_TOO_FEW_EXP_ON_NIGHT) == EXP_GRAY_TOO_POSITIVE
-    return np.bincount(key, weights=pos.astype(float), minlength=nk)[key] >= 2
+    return _night_band_count(pos, data) >= 2
+
+
+def _night_band_count(mask: np.ndarray, data: FitData) -> np.ndarray:
+    """Per exposure: how many exposures of its (night, band) have ``mask`` set."""
+    key = np.asarray(data.exp_night) * data.n_bands + np.asarray(data.exp_band)
+    n = np.bincount(key, weights=np.asarray(mask, float), minlength=data.n_nights * data.n_bands)
+    return n[key]
 
 
 def night_flags(flags: np.ndarray, data: FitData, min_exp_per_night: int) -> np.ndarray:
