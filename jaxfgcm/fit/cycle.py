@@ -202,7 +202,7 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
                                  fc.min_exp_per_night)
         lost = (trial & G.EXP_TOO_FEW_EXP_ON_NIGHT) != 0
         has = (np.asarray(gray.exp_n_obs) > 0) & (eg_now > fc.exp_gray_initial_cut)
-        reference = np.where(lost, G.night_band_reference(eg_now, has, data), 0.0)
+        reference = np.where(lost, G.night_band_reference(eg_now, has, data, new_low), 0.0)
     else:
         reference = None
         if final and state.low_cut is not None:
@@ -224,16 +224,20 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
         # preset seed 3: all five clear g exposures of a night at -53 to -70 mmag, EGray/secz
         # -43 +- 0.5 mmag). Out of the fit it would stay wrong, so such (night, band)s are cut
         # relative to their clearest exposure's EGray/secz, as lost nights are in cycle 0;
-        # clouds, which do not scale with airmass, still fail the cut. So are (night, band)s
-        # with two or more exposures above the high cut: brighter than the model, so the
-        # band's atmosphere is wrong that night (seed 11 with one aperture pivot: four y
-        # clouds of 29-95 mmag absorbed by the night's water vapour, the clear y exposure
-        # +83 mmag and the thinnest cloud +54).
-        lost = G.lost_night_bands(new_flags, gray, data) | G.too_positive_night_bands(new_flags,
-                                                                                      data)
-        if lost.any():
+        # clouds, which do not scale with airmass, still fail the cut, and an envelope that no
+        # second exposure confirms is no reference (all exposures cloudy: it is the thinnest
+        # cloud; seed 106: a 37.5 mmag r cloud that passed and pulled the night's atmosphere).
+        # So are (night, band)s with two or more exposures above the high cut, unconfirmed:
+        # brighter than the model, so the band's atmosphere is wrong that night (seed 11 with
+        # one aperture pivot: four y clouds of 29-95 mmag absorbed by the night's water
+        # vapour, the one clear y exposure +83 mmag and the thinnest cloud +54).
+        lost = G.lost_night_bands(new_flags, gray, data)
+        brighter = G.too_positive_night_bands(new_flags, data)
+        if (lost | brighter).any():
             has = (np.asarray(gray.exp_n_obs) > 0) & (eg_now > fc.exp_gray_initial_cut)
-            reference = np.where(lost, G.night_band_reference(eg_now, has, data), 0.0)
+            reference = np.where(brighter, G.night_band_reference(eg_now, has, data), 0.0)
+            reference = np.where(lost & ~brighter,
+                                 G.night_band_reference(eg_now, has, data, new_low), reference)
             new_flags = G.exposure_flags(
                 gray, data, new_low, new_high, fc.exp_var_gray_photometric_cut,
                 fc.min_star_per_exp, fc.min_exp_per_night, reference=reference)

@@ -188,7 +188,8 @@ def updated_cuts(repeatability, low_limit, high_limit, nsig_low: float, nsig_hig
     return np.asarray(out_low), np.asarray(out_high)
 
 
-def night_band_reference(exp_gray: np.ndarray, ok: np.ndarray, data: FitData) -> np.ndarray:
+def night_band_reference(exp_gray: np.ndarray, ok: np.ndarray, data: FitData,
+                         low_cut=None) -> np.ndarray:
     """Per exposure: the clear-sky exposure gray expected from its (night, band) when the
     atmosphere is the standard one (cycle 0): secz_e x max over the (night, band)'s ``ok``
     exposures of EGray / secz (0 where the (night, band) has fewer than 2).
@@ -198,6 +199,11 @@ def night_band_reference(exp_gray: np.ndarray, ok: np.ndarray, data: FitData) ->
     -94 to -177 mmag on a clear night with tau 0.10, EGray / secz constant to 2 %); clouds only
     make exposures fainter, so the upper envelope of EGray / secz is the clear-sky level, also
     when most of the night's exposures in the band are cloudy.
+
+    With ``low_cut`` (per band) the level must be confirmed: a second ``ok`` exposure must pass
+    the cut relative to it, else the (night, band) gets 0. Where every exposure is cloudy the
+    envelope is the thinnest cloud, and as the reference it would pass and pull the night's
+    atmosphere; a wrong atmosphere on clear exposures scales with airmass for all of them.
     """
     night, band = np.asarray(data.exp_night), np.asarray(data.exp_band)
     secz = np.asarray(data.exp_secz)
@@ -207,8 +213,14 @@ def night_band_reference(exp_gray: np.ndarray, ok: np.ndarray, data: FitData) ->
         for b in np.unique(band[night == n]):
             group = (night == n) & (band == b)
             sel = group & ok
-            if sel.sum() >= 2:
-                out[group] = secz[group] * float(np.max(ratio[sel]))
+            if sel.sum() < 2:
+                continue
+            top = float(np.max(ratio[sel]))
+            if low_cut is not None:
+                near = sel & (np.asarray(exp_gray) - top * secz >= np.asarray(low_cut)[b])
+                if near.sum() < 2:
+                    continue
+            out[group] = secz[group] * top
     return out
 
 
