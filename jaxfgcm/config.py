@@ -231,6 +231,15 @@ class FitConfig:
     epoch_mjds: tuple[float, ...] = ()
     #: MJDs of mirror washes/recoatings: each starts a new throughput interval.
     wash_mjds: tuple[float, ...] = ()
+    #: Fit a throughput slope in time per band and wash interval (mirror dust), where the
+    #: band's exposures in the interval span at least ``throughput_slope_min_days`` (fgcm's
+    #: instrumentSlopeMinDeltaT: 5 days in fgcm, 20 in fgcmcal's multi-year HSC runs; a tract
+    #: of one month needs the shorter). Without it a slow decline is absorbed night by night by
+    #: the atmosphere: on the simulator's tract preset (0.5 mmag/day over 33 days, seed 3) PWV
+    #: came out 3-8x the truth on every night, and the y standard magnitudes had a colour trend
+    #: of 8 mmag (docs/fit.md). fgcmcal's HSC setting (instrumentParsPerBand): per band.
+    fit_throughput_slope: bool = True
+    throughput_slope_min_days: float = 5.0
     #: Automatic cut update: sigma multiples for the photometric and high gray cuts.
     auto_photometric_cut_nsig: float = 3.0
     auto_high_cut_nsig: float = 4.0

@@ -122,8 +122,7 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
         fitted_nights = _fitted_nights(exp_flags, data, fc.min_exp_per_night)
         freeze = cycle == 0 and fc.freeze_std_atmosphere_cycle0
         mask = free_mask(data, fit_atmosphere=not freeze, fitted_nights=fitted_nights,
-                         use_quadratic_pwv=fc.use_quadratic_pwv,
-                         fit_aperture_correction=fc.fit_aperture_correction)
+                         **_instrument_mask_options(fc))
         # fgcm resets the atmosphere to the standard before each fit (resetParameters): a bad
         # previous cycle (e.g. clouds not yet flagged) cannot trap the next one at a bound.
         params = params.with_standard_atmosphere(cfg.standard_atmosphere)
@@ -133,8 +132,7 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
             m = "lbfgs" if big else "gauss_newton"
         # Every cycle's free set lies within the all-nights one: one compiled Gauss-Newton
         # program for all cycles (cycle 0 otherwise compiled its own, ~12 s on an H100).
-        superset = free_mask(data, use_quadratic_pwv=fc.use_quadratic_pwv,
-                             fit_aperture_correction=fc.fit_aperture_correction)
+        superset = free_mask(data, **_instrument_mask_options(fc))
         params, solve = minimize(chi2, params, mask, (data, lut, fstate), max_iter=fc.max_iter,
                                  method=m, residual_fn=_residual_vector,
                                  project=jax.tree_util.Partial(clip_to_bounds,
@@ -251,6 +249,14 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
         exp_flags=exp_flags, gray=gray, residuals=res, mean_use=mean_use, solve=solve,
         seconds={"fit": t_fit, "total": time.perf_counter() - t0},
     )
+
+
+def _instrument_mask_options(fc) -> dict:
+    """The configured parameter groups of :func:`free_mask` other than the nights."""
+    return {"use_quadratic_pwv": fc.use_quadratic_pwv,
+            "fit_aperture_correction": fc.fit_aperture_correction,
+            "fit_throughput_slope": fc.fit_throughput_slope,
+            "throughput_slope_min_days": fc.throughput_slope_min_days}
 
 
 def _fitted_nights(exp_flags, data: FitData, min_exp_per_night: int) -> np.ndarray:

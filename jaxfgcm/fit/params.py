@@ -113,6 +113,7 @@ def free_mask(
     fitted_nights=None,
     use_quadratic_pwv: bool = False,
     fit_throughput_slope: bool = False,
+    throughput_slope_min_days: float = 0.0,
     fit_star_flat: bool = False,
     fit_aperture_correction: bool = True,
     fit_sed_scale: bool = False,
@@ -122,7 +123,9 @@ def free_mask(
     - atmosphere: all nights if ``fit_atmosphere``, restricted to ``fitted_nights`` (bool per
       night: enough photometric exposures) when given;
     - throughput: every wash interval but the first of each band (the absolute level per band
-      is not constrained by relative calibration), bands that have exposures;
+      is not constrained by relative calibration), bands that have exposures; its slope in
+      time, if ``fit_throughput_slope``, where the band's exposures in the interval span at
+      least ``throughput_slope_min_days`` (fgcm's instrumentSlopeMinDeltaT);
     - filter offsets: non-standard filters of a band (e.g. HSC-R when HSC-R2 is standard);
     - aperture correction: fit bands whose visits have a seeing spread, if
       ``fit_aperture_correction``;
@@ -141,6 +144,12 @@ def free_mask(
     thr[:, 0] = False
     fit_band = np.asarray(data.fit_bands)
     thr &= fit_band[:, None]
+    dt = np.asarray(data.exp_dt_wash)
+    span = np.zeros((data.n_bands, data.n_wash))
+    for b, w in zip(*np.nonzero(has)):
+        sel = (exp_band == b) & (exp_wash == w)
+        span[b, w] = np.ptp(dt[sel])
+    slope = has & fit_throughput_slope & fit_band[:, None] & (span >= throughput_slope_min_days)
     used_filter = np.zeros(data.n_filters, bool)
     used_filter[exp_filter] = True
     fo = used_filter & ~np.asarray(data.filter_is_std) & fit_band[np.asarray(data.filter_band)]
@@ -160,7 +169,7 @@ def free_mask(
         ln_pwv_slope=jnp.asarray(atm),
         ln_pwv_quad=jnp.asarray(atm & use_quadratic_pwv),
         throughput=jnp.asarray(thr),
-        throughput_slope=jnp.asarray(has & fit_throughput_slope & fit_band[:, None]),
+        throughput_slope=jnp.asarray(slope),
         filter_offset=jnp.asarray(fo),
         aper_slope=jnp.asarray(aper),
         aper_quad=jnp.asarray(aper),

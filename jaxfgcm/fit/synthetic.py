@@ -106,6 +106,8 @@ def make_synthetic(
     cloudy_fraction=0.2,
     seed=1,
     obs_per_visit=None,
+    night_step_days=1.0,
+    throughput_slope=0.0,
 ):
     """A synthetic tract: returns (data, lut, truth).
 
@@ -113,6 +115,8 @@ def make_synthetic(
     ``exp_gray`` (n_exp, truth convention: fgcm's, negative = clouds), ``pair_gray`` (dense),
     ``photometric`` (bool per exposure), ``sed_slope`` and ``fprime`` (the true F'), and
     ``noise`` (the magnitude noise added to each observation; 0 for padding).
+    Nights are ``night_step_days`` apart; ``throughput_slope`` (mag/day, every band) is a
+    throughput drift in time such as mirror dust.
     """
     rng = np.random.default_rng(seed)
     bands = tuple(config.instrument.bands)
@@ -145,7 +149,7 @@ def make_synthetic(
     lon = config.site.longitude_deg
     v = 1000
     for n in range(n_nights):
-        night_mid = 60000.0 + n - lon / 360.0  # local midnight in UT MJD
+        night_mid = 60000.0 + n * night_step_days - lon / 360.0  # local midnight in UT MJD
         for k in range(visits_per_night):
             hours = -4.0 + 8.0 * k / max(visits_per_night - 1, 1)
             b = k % nb
@@ -208,6 +212,8 @@ def make_synthetic(
     if sf.shape[1] > 1:
         sf[:, 1:] = rng.normal(0, 0.004, (sf.shape[0], sf.shape[1] - 1))
     p = eqx.tree_at(lambda q: (q.filter_offset, q.star_flat), p, (jnp.asarray(fo), jnp.asarray(sf)))
+    p = eqx.tree_at(lambda q: q.throughput_slope, p,
+                    jnp.full(p.throughput_slope.shape, float(throughput_slope)))
 
     # gray (fgcm sign: negative = extra extinction), 1 mmag detector jitter on cloudy ones
     cloudy = rng.random(n_exp) < cloudy_fraction
