@@ -105,6 +105,9 @@ def test_a_throughput_drift_is_fitted_not_absorbed_by_the_atmosphere():
     proj = partial(clip_to_bounds, atm_bounds=data.atm_bounds)
     fc = CFG.fit
     assert fc.fit_throughput_slope and fc.throughput_slope_min_days <= 30.0
+    # a band whose exposures span less than the minimum (here ~30.3 days) keeps it frozen
+    short = free_mask(data, fit_throughput_slope=True, throughput_slope_min_days=31.0)
+    assert not np.asarray(short.throughput_slope).any()
     true_zp = _true_zeropoints(data, lut, truth)
     ph = np.asarray(truth["photometric"])
     band = np.asarray(data.exp_band)
