@@ -207,7 +207,9 @@ def night_band_reference(exp_gray: np.ndarray, ok: np.ndarray, data: FitData,
     """
     night, band = np.asarray(data.exp_night), np.asarray(data.exp_band)
     secz = np.asarray(data.exp_secz)
-    ratio = np.asarray(exp_gray) / secz
+    eg = np.asarray(exp_gray)
+    ratio = eg / secz
+    cut = None if low_cut is None else np.asarray(low_cut)
     out = np.zeros(data.n_exp)
     for n in np.unique(night):
         for b in np.unique(band[night == n]):
@@ -216,8 +218,8 @@ def night_band_reference(exp_gray: np.ndarray, ok: np.ndarray, data: FitData,
             if sel.sum() < 2:
                 continue
             top = float(np.max(ratio[sel]))
-            if low_cut is not None:
-                near = sel & (np.asarray(exp_gray) - top * secz >= np.asarray(low_cut)[b])
+            if cut is not None:
+                near = sel & (eg - top * secz >= cut[b])
                 if near.sum() < 2:
                     continue
             out[group] = secz[group] * top
