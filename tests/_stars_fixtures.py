@@ -179,7 +179,9 @@ def make_synthetic_repo(
         visit_truth[visit] = {"exptime": exptime, "ap_ratio": ap_ratio, "band": band,
                               "physical_filter": pf, "mjd": mjd, "telra": b_ra,
                               "teldec": b_dec, "pressure_mbar": pressure / 100.0,
-                              "psf_fwhm": float(np.median(fwhm)), "rot": rot}
+                              "psf_fwhm": float(np.median(fwhm)), "rot": rot,
+                              "detector_fwhm": {d: float(f) for d, f in zip(dets, fwhm)
+                                                if d != NON_SCIENCE_DETECTOR}}
 
         cols = {c: [] for c in SOURCE_COLUMNS}
         meta = {"kind": [], "star": [], "true_mag": []}

@@ -140,6 +140,27 @@ def test_zeropoint_airmass_is_the_detector_centres(fitted):
     assert np.sqrt(np.mean((mean_of_stars - tz["secz_centre"]) ** 2)) > 1e-3
 
 
+def test_every_pair_has_its_own_detectors_seeing(fitted):
+    """The simulator's true aperture correction is one function of the detector's PSF FWHM:
+    with FitData.pair_seeing taken from the visit summary for every (visit, detector), a
+    quartic in it reproduces the truth for every pair to within 0.01 mmag (0.0006 RMS),
+    also for the pairs without a catalog star (46 of 600 here), which get zeropoints too
+    (the old code, which took it from the observations, left 1.7 mmag here). From the
+    observations alone those pairs had the visit's median seeing: on the tract preset (seed
+    103, 1,219 such pairs) that left 1.4 mmag of aperture error and g zeropoints of 2.2 mmag
+    RMS instead of 0.7."""
+    _, cam, data, res, truth = fitted
+    tz = truth("zeropoints")
+    i, j = _truth_pairs(res, cam, tz)
+    s = np.asarray(data.pair_seeing).reshape(data.n_exp, data.n_det)[i, j]
+    n_obs = np.bincount(np.asarray(data.obs_pair)[np.asarray(data.obs_valid)],
+                        minlength=data.n_pairs).reshape(data.n_exp, data.n_det)[i, j]
+    assert np.sum(n_obs == 0) > 10  # the case is exercised
+    a = tz["aperture_correction"]
+    r = a - np.polyval(np.polyfit(s, a, 4), s)
+    assert np.max(np.abs(r)) < 1e-5
+
+
 def test_one_aperture_quadratic_in_fwhm_describes_every_band(fitted):
     """The aperture term's seeing variable (FitData.pair_seeing, one pivot for all bands) with
     one shared quadratic and a constant per band reproduces the simulator's true aperture

@@ -258,6 +258,14 @@ def test_visit_table_matches_truth(built):
         expect = 2.5 * np.log10(1 + t["ap_ratio"])
         assert v["delta_aper"][k] == pytest.approx(expect, abs=2e-3)
     assert np.isnan(v["pressure"]).sum() == 1
+    # Every science detector of every visit has its own seeing, with or without stars on it.
+    vd = cat.visit_detectors
+    want = sorted((int(visit), d) for visit in v["visit"]
+                  for d in truth.visits[int(visit)]["detector_fwhm"])
+    assert list(zip(vd["visit"].tolist(), vd["detector"].tolist())) == want
+    for visit, det, fwhm in zip(vd["visit"], vd["detector"], vd["psf_fwhm"]):
+        assert fwhm == pytest.approx(truth.visits[int(visit)]["detector_fwhm"][int(det)],
+                                     rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,9 +278,10 @@ def test_cache_round_trip_and_checks(built, tmp_path):
     out = tmp_path / "stars"
     cat.save(out)
     assert sorted(p.name for p in out.iterdir()) == [
-        "catalog.json", "observations.parquet", "stars.parquet", "visits.parquet"]
+        "catalog.json", "observations.parquet", "stars.parquet", "visit_detectors.parquet",
+        "visits.parquet"]
     back = StarCatalog.load(out, config=CONFIG, tract=TRACT)
-    for name in ("stars", "observations", "visits"):
+    for name in ("stars", "observations", "visits", "visit_detectors"):
         a, b = getattr(cat, name), getattr(back, name)
         assert set(a) == set(b)
         for c in a:

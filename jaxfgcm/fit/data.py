@@ -228,13 +228,17 @@ class FitData(eqx.Module):
         psf_fwhm=None,
         filter_lut_index=None,
         centre_secz=None,
+        pair_psf_fwhm=None,
     ) -> FitData:
         """Build from plain arrays.
 
         ``visits`` has per-visit columns ``visit, filter_index, mjd, exptime, telra, teldec,
         telha, pressure`` (degrees, mbar) and optionally ``psf_fwhm`` (arcsec), the seeing that
         drives the aperture correction; ``psf_fwhm`` per observation (arcsec, optional) is the
-        seeing of its (visit, detector) and takes precedence over the visit's. ``detector_shape`` is (n_det, 2) pixels (nx, ny) used
+        seeing of its (visit, detector) and takes precedence over the visit's;
+        ``pair_psf_fwhm`` (n_visits, n_det; visits-table order, NaN unknown) gives it for every
+        (visit, detector), also those without observations, and takes precedence over both.
+        ``detector_shape`` is (n_det, 2) pixels (nx, ny) used
         to scale x, y to [-1, 1] for the star-flat Chebyshev polynomials. ``det_lut_slot`` maps
         detector index -> LUT detector slot (default: the same index). A visit without a
         pressure gets the median of the others (with a warning), never a silent standard.
@@ -309,7 +313,7 @@ class FitData(eqx.Module):
         exp_aper_group = (exp_band if fit_cfg.aperture_correction_per_band
                           else np.zeros_like(exp_band)).astype(np.int32)
         pair_seeing = _centred_seeing(
-            _pair_fwhm(psf_fwhm, pair, n_pairs, cols.get("psf_fwhm"), n_det),
+            _pair_fwhm(psf_fwhm, pair, n_pairs, cols.get("psf_fwhm"), n_det, pair_psf_fwhm),
             np.repeat(exp_aper_group, n_det))
 
         # star-band segments, observations sorted by them
@@ -467,6 +471,8 @@ class FitData(eqx.Module):
         obs_fwhm = None
         if "psf_fwhm" in obs:  # per (visit, detector); catalogs before format 2 lack it
             obs_fwhm = np.asarray(obs["psf_fwhm"], np.float64)
+        pair_fwhm = _visit_detector_grid(getattr(catalog, "visit_detectors", None),
+                                         vis["visit"], det_ids, "psf_fwhm")
         return cls.from_arrays(
             star_index=_col(obs, "star_index", "observations"),
             visit=_col(obs, "visit", "observations"),
@@ -490,6 +496,7 @@ class FitData(eqx.Module):
             obs_dtype=obs_dtype,
             det_lut_slot=_lut_slots(lut, det_ids),
             psf_fwhm=obs_fwhm,
+            pair_psf_fwhm=pair_fwhm,
             centre_secz=centre_secz,
             filter_lut_index=[lut_filters.index(f) for f in filters],
         )
@@ -504,9 +511,10 @@ class FitData(eqx.Module):
         )
 
 
-def _pair_fwhm(obs_fwhm, pair, n_pairs, visit_fwhm, n_det):
-    """PSF FWHM per (exposure, detector) pair: the observations' value (one per pair) where
-    given and finite, else the visit's; None if neither is known."""
+def _pair_fwhm(obs_fwhm, pair, n_pairs, visit_fwhm, n_det, pair_fwhm=None):
+    """PSF FWHM per (exposure, detector) pair: ``pair_fwhm`` (the visit summary's, per pair)
+    where given and finite, else the observations' value (one per pair), else the visit's;
+    None if none is known."""
     out = None
     if visit_fwhm is not None:
         out = np.repeat(np.asarray(visit_fwhm, np.float64), n_det)
@@ -517,6 +525,32 @@ def _pair_fwhm(obs_fwhm, pair, n_pairs, visit_fwhm, n_det):
         mean = np.bincount(pair[ok], weights=f[ok], minlength=n_pairs) / np.maximum(cnt, 1)
         base = np.full(n_pairs, np.nan) if out is None else out
         out = np.where(cnt > 0, mean, base)
+    if pair_fwhm is not None:
+        f = np.asarray(pair_fwhm, np.float64).reshape(-1)
+        if f.shape != (n_pairs,):
+            raise FitDataError(f"pair_psf_fwhm: expected {n_pairs // n_det} x {n_det} values, "
+                               f"got shape {np.shape(pair_fwhm)}")
+        ok = np.isfinite(f) & (f > 0)
+        base = np.full(n_pairs, np.nan) if out is None else out
+        out = np.where(ok, f, base)
+    return out
+
+
+def _visit_detector_grid(table, visits, det_ids, column):
+    """(n_visits, n_det) array of a per-(visit, detector) catalog column in the order of
+    ``visits`` and ``det_ids`` (NaN where the table has no row); None without the table."""
+    if table is None or column not in table or len(table[column]) == 0:
+        return None
+    visits = np.asarray(visits, np.int64)
+    det_ids = np.asarray(det_ids, np.int64)
+    tv = np.asarray(table["visit"], np.int64)
+    td = np.asarray(table["detector"], np.int64)
+    vo, do = np.argsort(visits), np.argsort(det_ids)
+    vi = np.clip(np.searchsorted(visits[vo], tv), 0, len(visits) - 1)
+    di = np.clip(np.searchsorted(det_ids[do], td), 0, len(det_ids) - 1)
+    hit = (visits[vo][vi] == tv) & (det_ids[do][di] == td)
+    out = np.full((len(visits), len(det_ids)), np.nan)
+    out[vo[vi[hit]], do[di[hit]]] = np.asarray(table[column], np.float64)[hit]
     return out
 
 

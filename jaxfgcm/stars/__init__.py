@@ -36,7 +36,12 @@ from jaxfgcm.stars.catalog import (
 from jaxfgcm.stars.match import gnomonic, inverse_gnomonic, match_observations
 from jaxfgcm.stars.photometry import instrumental_magnitudes
 from jaxfgcm.stars.select import SOURCE_CUTS, select_sources, source_columns
-from jaxfgcm.stars.visits import detector_psf_fwhm, select_visits, visit_table
+from jaxfgcm.stars.visits import (
+    detector_psf_fwhm,
+    select_visits,
+    visit_detector_table,
+    visit_table,
+)
 
 __all__ = [
     "OBSERVATION_CUTS",
@@ -313,9 +318,10 @@ def build_stars(
     log.info("stars: tract %d: %d visits, %d sources read, %d selected, %d observations of "
              "%d stars kept (%.1f s)", tract, len(vtab["visit"]), n_read, n_selected,
              observations.n_rows, n_star, t_end - t_start)
+    visit_detectors = Table(visit_detector_table(vs, vtab["visit"], science_detectors, config))
     return StarCatalog(stars=stars, observations=observations, visits=Table(vtab), bands=bands,
                        physical_filters=physical_filters, tract=int(tract), summary=summary,
-                       config=catalog_config(config))
+                       config=catalog_config(config), visit_detectors=visit_detectors)
 
 
 def load_or_build_stars(

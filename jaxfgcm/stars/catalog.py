@@ -5,6 +5,7 @@ Cache layout (one directory, e.g. ``OUT/stars/``)::
     stars.parquet         star_id, ra, dec, n_obs_<band>...   (one row per star)
     observations.parquet  sorted by star_index                 (one row per observation)
     visits.parquet        visit-level quantities               (one row per visit)
+    visit_detectors.parquet  per (visit, detector): psf_fwhm   (one row per summary row)
     catalog.json          manifest: format_version, tract, bands, physical_filters, row counts,
                           the configuration used, and the cut summary
 
@@ -25,11 +26,12 @@ import pyarrow.parquet as pq
 
 from jaxfgcm.repo import atomic_write
 
-#: 2: observations carry psf_fwhm (per visit and detector).
-CATALOG_FORMAT_VERSION = 2
+#: 2: observations carry psf_fwhm (per visit and detector). 3: the visit_detectors table
+#: (psf_fwhm of every detector, also those without a star in the visit).
+CATALOG_FORMAT_VERSION = 3
 MANIFEST = "catalog.json"
 TABLE_FILES = {"stars": "stars.parquet", "observations": "observations.parquet",
-               "visits": "visits.parquet"}
+               "visits": "visits.parquet", "visit_detectors": "visit_detectors.parquet"}
 
 #: Column dtypes of the observation table (the large axis). int32 indices are what JAX uses
 #: by default; mag is float64 (sub-mmag means over many observations); errors, delta-aper and
@@ -80,6 +82,8 @@ class StarCatalog:
     ``visits``: visit, physical_filter, band, mjd, exptime, telra, teldec, telha, telrot (deg),
     pressure (mbar, NaN if unknown), psf_fwhm (arcsec), sky_background, delta_aper (mag),
     n_sources (rows read), n_obs (observations kept).
+    ``visit_detectors`` (sorted by visit, then detector): visit, detector, psf_fwhm (arcsec) of
+    every science detector the visit summary lists for the catalog's visits.
     ``summary``: counts of every cut (docs/stars.md).
     """
 
@@ -92,6 +96,7 @@ class StarCatalog:
     summary: dict = field(default_factory=dict)
     #: The configuration sections this catalog was built with (instrument, stars).
     config: dict = field(default_factory=dict)
+    visit_detectors: Table = field(default_factory=Table)
 
     @property
     def n_stars(self) -> int:
@@ -123,7 +128,8 @@ class StarCatalog:
         for b, band in enumerate(self.bands):
             stars[f"n_obs_{band}"] = self.stars["n_obs"][:, b]
         for name, columns in (("stars", stars), ("observations", self.observations),
-                              ("visits", self.visits)):
+                              ("visits", self.visits),
+                              ("visit_detectors", self.visit_detectors)):
             table = pa.table({k: pa.array(np.asarray(v)) for k, v in columns.items()})
             with atomic_write(directory / TABLE_FILES[name]) as tmp:
                 pq.write_table(table, tmp)
@@ -133,7 +139,8 @@ class StarCatalog:
             "bands": list(self.bands),
             "physical_filters": list(self.physical_filters),
             "rows": {"stars": self.n_stars, "observations": self.n_observations,
-                     "visits": self.n_visits},
+                     "visits": self.n_visits,
+                     "visit_detectors": self.visit_detectors.n_rows},
             "config": self.config,
             "summary": self.summary,
         }
@@ -192,7 +199,8 @@ class StarCatalog:
                 tables["visits"][name] = tables["visits"][name].astype(str)
         return cls(stars=stars, observations=tables["observations"], visits=tables["visits"],
                    bands=bands, physical_filters=tuple(meta["physical_filters"]),
-                   tract=int(meta["tract"]), summary=meta["summary"], config=meta["config"])
+                   tract=int(meta["tract"]), summary=meta["summary"], config=meta["config"],
+                   visit_detectors=tables["visit_detectors"])
 
 
 def catalog_config(config) -> dict:
