@@ -249,6 +249,12 @@ class FitConfig:
     #: An (exposure, detector) needs this many detectors with a gray in its exposure for the
     #: exposure gray to stand in for its own (fgcm minCcdPerExp).
     min_ccd_per_exp: int = 5
+    #: Gray of a non-photometric exposure's detectors from a polynomial over the focal plane
+    #: (total degree ``ccd_gray_focal_plane_order``) fitted to its detectors' grays, where
+    #: enough detectors have one; else each detector's own mean (fgcm ccdGrayFocalPlane,
+    #: fgcmcal's HSC setting; docs/fit.md "Focal-plane gray" for the measured choice).
+    ccd_gray_focal_plane: bool = True
+    ccd_gray_focal_plane_order: int = 1
     #: Fit an aperture correction per band, quadratic in the visits' PSF FWHM.
     fit_aperture_correction: bool = True
     #: One aperture correction per band, each about its band's median FWHM (fgcm's form; else

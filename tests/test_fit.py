@@ -279,6 +279,38 @@ def test_median_outliers_flag_corrupted_observations_only():
     assert not median_outliers(m, sigma, use, sb, n_sb, 5.0)[sb < 10].any()
 
 
+def test_focal_plane_gray_recovers_a_linear_cloud_and_falls_back_where_it_cannot():
+    """A cloud's gray linear across the focal plane, measured per detector with 3 mmag noise:
+    the order-1 field at the detector centres is off by ~0.4 mmag where each detector's own
+    mean is off by 3 (the noise of its stars), with errors that say so. An exposure with fewer
+    than 3 detectors per coefficient, or a camera without positions, gets no fit."""
+    from jaxfgcm.fit.gray import focal_plane_gray
+
+    rng = np.random.default_rng(3)
+    n_det = 104
+    xy = rng.uniform(-220.0, 220.0, (n_det, 2))
+    truth = np.stack([-0.08 + 2e-4 * xy[:, 0] - 1e-4 * xy[:, 1],
+                      np.full(n_det, -0.02), np.zeros(n_det)])
+    err = np.full((3, n_det), 0.003)
+    measured = truth + rng.normal(0.0, 0.003, (3, n_det))
+    ok = np.ones((3, n_det), bool)
+    ok[2, 8:] = False  # 8 detectors: fewer than 3 x 3 coefficients
+    gray, gerr, fitted = focal_plane_gray(measured, err, ok, xy, 1)
+    assert fitted.tolist() == [True, True, False]
+    assert np.all(np.isnan(gray[2]))
+    for e in (0, 1):
+        rms = np.sqrt(np.mean((gray[e] - truth[e]) ** 2))
+        assert rms < 0.0008
+        assert np.sqrt(np.mean((measured[e] - truth[e]) ** 2)) > 0.0025
+        assert 0.3 < rms / np.sqrt(np.mean(gerr[e] ** 2)) < 2.0  # honest errors
+    # Structure a plane cannot follow widens the errors (reduced chi^2 > 1).
+    bumpy = measured[1] + 0.02 * np.sin(xy[:, 0] / 30.0)
+    _, berr, _ = focal_plane_gray(bumpy[None], err[1:2], ok[1:2], xy, 1)
+    assert np.mean(berr) > 3 * np.mean(gerr[1])
+    _, _, none = focal_plane_gray(measured, err, ok, np.zeros((n_det, 2)), 1)
+    assert not none.any()
+
+
 def test_cuts_from_exposure_gray_follow_the_photometric_spread():
     """Cuts at -3 sigma of the photometric exposures' gray (2.5 mmag here): every exposure
     with a 10 mmag cloud falls below, no clear one does."""

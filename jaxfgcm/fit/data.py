@@ -144,6 +144,7 @@ class FitData(eqx.Module):
     pair_secz_centre: jax.Array
     pair_seeing: jax.Array  # PSF FWHM of the pair minus its band median (arcsec; 0 if unknown)
     det_lut_slot: jax.Array  # LUT detector slot of each detector index
+    det_fp_xy: jax.Array  # (n_det, 2) detector centres in the focal plane (mm; 0 if unknown)
     # LUT table index of each of ``filters``: the fit may use a subset of the LUT's filters
     # (--bands), so filter indices of the fit and of the LUT differ.
     filter_lut_index: jax.Array
@@ -229,6 +230,7 @@ class FitData(eqx.Module):
         filter_lut_index=None,
         centre_secz=None,
         pair_psf_fwhm=None,
+        detector_position=None,
     ) -> FitData:
         """Build from plain arrays.
 
@@ -244,6 +246,8 @@ class FitData(eqx.Module):
         pressure gets the median of the others (with a warning), never a silent standard.
         ``centre_secz`` (n_visits, n_det; visits-table order) is the airmass at each detector
         centre, where the zeropoints are quoted (default: the mean airmass of the pair's stars).
+        ``detector_position`` (n_det, 2) are the detector centres in the focal plane (mm), for
+        the focal-plane gray fit.
         """
         fit_cfg, site = config.fit, config.site
         star_index = np.asarray(star_index, dtype=np.int64)
@@ -385,6 +389,8 @@ class FitData(eqx.Module):
             pair_seeing=jnp.asarray(pair_seeing),
             det_lut_slot=jnp.asarray(np.arange(n_det) if det_lut_slot is None
                                      else np.asarray(det_lut_slot), dtype=jnp.int32),
+            det_fp_xy=jnp.asarray(np.zeros((n_det, 2)) if detector_position is None
+                                  else np.asarray(detector_position, np.float64).reshape(n_det, 2)),
             filter_lut_index=jnp.asarray(np.arange(len(filters)) if filter_lut_index is None
                                          else np.asarray(filter_lut_index), dtype=jnp.int32),
             filter_band=jnp.asarray(filter_band.astype(np.int32)),
@@ -497,6 +503,8 @@ class FitData(eqx.Module):
             det_lut_slot=_lut_slots(lut, det_ids),
             psf_fwhm=obs_fwhm,
             pair_psf_fwhm=pair_fwhm,
+            detector_position=np.stack([np.asarray(camera.x_mm, np.float64),
+                                        np.asarray(camera.y_mm, np.float64)], axis=1),
             centre_secz=centre_secz,
             filter_lut_index=[lut_filters.index(f) for f in filters],
         )

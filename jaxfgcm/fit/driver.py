@@ -73,7 +73,7 @@ class FitResult:
     zeropoint: np.ndarray  # mag: m_std = m_inst + zeropoint + delta_chrom (m_inst count rate)
     zeropoint_err: np.ndarray
     zeropoint_flag: np.ndarray
-    ccd_gray: np.ndarray
+    ccd_gray: np.ndarray  # each detector's own mean EGray (NaN: too few stars)
     ccd_gray_err: np.ndarray
     i0: np.ndarray  # LUT I0 at the detector centre airmass (without instrument terms)
     i10: np.ndarray
@@ -91,6 +91,9 @@ class FitResult:
     # error model. With noise-only magnitudes they give the statistic's noise floor.
     repeatability_mean_use: np.ndarray | None = None
     repeatability_sigma_fgcm: np.ndarray | None = None
+    #: The gray included in ``zeropoint`` (exposure gray, detector mean or focal-plane field;
+    #: NaN where no zeropoint).
+    zeropoint_gray: np.ndarray | None = None
 
 
 def run_fit_cycles(data: FitData, lut, config, log: Callable[[str], None] | None = print,
@@ -364,6 +367,14 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
     gray_used = np.where(use_ccd, pg, np.where(use_exp, eg[:, None], 0.0))
     gray_var = np.where(use_ccd, pe ** 2, np.where(use_exp, ee[:, None] ** 2 + er[:, None] ** 2,
                                                    np.nan))
+    if fc.ccd_gray_focal_plane:
+        # Non-photometric exposures: the focal-plane field where it could be fitted, on every
+        # detector that has a gray either way (its own or the exposure's).
+        fp, fp_err, fp_ok = G.focal_plane_gray(pg, pe, ccd_ok, np.asarray(data.det_fp_xy),
+                                               fc.ccd_gray_focal_plane_order)
+        take = (fp_ok & ~phot_exp)[:, None] & (use_ccd | use_exp)
+        gray_used = np.where(take, fp, gray_used)
+        gray_var = np.where(take, fp_err ** 2, gray_var)
 
     # crunched star magnitudes over photometric exposures (reserved stars included)
     sed = final.state.sed_slope
@@ -447,4 +458,5 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
         repeatability_mean_use=np.asarray(final.mean_use),
         repeatability_sigma_fgcm=(np.zeros(data.n_bands) if state.sigma_fgcm is None
                                   else np.asarray(state.sigma_fgcm)),
+        zeropoint_gray=np.where(bad, np.nan, gray_used),
     )

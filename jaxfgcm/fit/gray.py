@@ -109,6 +109,57 @@ def compute_gray(res: Residuals, gray_use, data: FitData, min_star_per_ccd: int)
     )
 
 
+def focal_plane_gray(pair_gray: np.ndarray, pair_gray_err: np.ndarray, ccd_ok: np.ndarray,
+                     det_xy: np.ndarray, order: int):
+    """Per exposure, a polynomial of total degree ``order`` in the focal-plane position fitted
+    to the detector grays (weights 1/err^2, ``ccd_ok`` detectors), evaluated at every detector
+    centre (fgcm's ccdGrayFocalPlane, fitted to the detector means instead of the stars: the
+    zeropoint is quoted at the centre, where the field's value is what it needs).
+
+    Returns (gray, err, fitted): (n_exp, n_det) field values and their errors (from the fit's
+    covariance, scaled up by the reduced chi^2 where it exceeds 1, so structure the
+    polynomial misses widens them), and (n_exp,) whether the exposure has a fit (at least 3
+    detectors per coefficient; a lone or clustered set of detectors falls back to the means).
+    A detector's own mean carries the noise of its ~20 stars (2-5 mmag on the simulator's
+    tract preset), the field that of all of them.
+    """
+    pg = np.asarray(pair_gray, np.float64)
+    pe = np.asarray(pair_gray_err, np.float64)
+    ok = np.asarray(ccd_ok, bool) & np.isfinite(pg) & np.isfinite(pe) & (pe > 0)
+    xy = np.asarray(det_xy, np.float64)
+    n_exp, n_det = pg.shape
+    gray = np.full((n_exp, n_det), np.nan)
+    err = np.full((n_exp, n_det), np.nan)
+    fitted = np.zeros(n_exp, bool)
+    scale = np.max(np.abs(xy)) if xy.size else 0.0
+    if scale <= 0 or order < 0:
+        return gray, err, fitted
+    u, v = xy[:, 0] / scale, xy[:, 1] / scale
+    basis = np.stack([u ** i * v ** (k - i) for k in range(order + 1) for i in range(k + 1)],
+                     axis=1)
+    n_par = basis.shape[1]
+    for e in range(n_exp):
+        sel = ok[e]
+        if sel.sum() < 3 * n_par:
+            continue
+        w = 1.0 / pe[e, sel] ** 2
+        a = basis[sel]
+        normal = (a * w[:, None]).T @ a
+        try:
+            cov = np.linalg.inv(normal)
+        except np.linalg.LinAlgError:
+            continue
+        if not np.all(np.isfinite(cov)) or np.linalg.cond(normal) > 1e10:
+            continue
+        coef = cov @ ((a * w[:, None]).T @ pg[e, sel])
+        chi2 = float(np.sum(w * (pg[e, sel] - a @ coef) ** 2)) / max(sel.sum() - n_par, 1)
+        cov = cov * max(chi2, 1.0)
+        gray[e] = basis @ coef
+        err[e] = np.sqrt(np.einsum("dp,pq,dq->d", basis, cov, basis))
+        fitted[e] = True
+    return gray, err, fitted
+
+
 def exposure_flags(gray: Gray, data: FitData, low_cut, high_cut, var_cut: float,
                    min_star_per_exp: int, min_exp_per_night: int,
                    reference: np.ndarray | None = None) -> np.ndarray:

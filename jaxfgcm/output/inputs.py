@@ -117,7 +117,12 @@ def collect(result, catalog, lut, config, *, data, camera=None, qa=True) -> Prod
     bbox = np.stack([np.zeros(n_det), np.zeros(n_det), nx, ny], axis=1)[pair_det]
     ccd_gray = np.asarray(result.ccd_gray, dtype=np.float64)
     gray = np.where(np.isfinite(ccd_gray), ccd_gray,
-                    np.asarray(result.exp_gray, dtype=np.float64)[:, None]).ravel()
+                    np.asarray(result.exp_gray, dtype=np.float64)[:, None])
+    zp_gray = getattr(result, "zeropoint_gray", None)
+    if zp_gray is not None:  # what the zeropoint includes, where it has one
+        zp_gray = np.asarray(zp_gray, dtype=np.float64)
+        gray = np.where(np.isfinite(zp_gray), zp_gray, gray)
+    gray = gray.ravel()
     valid = np.asarray(data.obs_valid)
     obs_pair = np.asarray(data.obs_pair)[valid]
     n_stars_pair = np.bincount(obs_pair, minlength=n_exp * n_det)
