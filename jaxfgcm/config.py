@@ -252,7 +252,7 @@ class FitConfig:
     #: Gray of a non-photometric exposure's detectors from a polynomial over the focal plane
     #: (total degree ``ccd_gray_focal_plane_order``) fitted to its detectors' grays, where
     #: enough detectors have one; else each detector's own mean (fgcm ccdGrayFocalPlane,
-    #: fgcmcal's HSC setting; docs/fit.md "Focal-plane gray" for the measured choice).
+    #: fgcmcal's HSC setting; measured in docs/fit.md, "The driver", the zeropoint bullet).
     ccd_gray_focal_plane: bool = True
     ccd_gray_focal_plane_order: int = 1
     #: Fit an aperture correction per band, quadratic in the visits' PSF FWHM.
