@@ -47,19 +47,6 @@ from jaxfgcm.fit.model import pair_rows, pair_terms
 from jaxfgcm.fit.synthetic import make_synthetic
 
 
-def timed(fn, *args, repeats=5):
-    """(seconds of the first call, which includes the compile; minimum warm seconds)."""
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return first, best
-
-
 def interleaved(calls, repeats):
     """Time several programs in alternation: ``calls`` maps a name to (fn, args). Returns
     {name: (seconds of the first call, with its compile; minimum; median of the warm calls)}.
