@@ -558,8 +558,11 @@ def test_clean_up_cycle_applies_the_last_cycles_cuts(synth):
                       cycle=2, final=True)
     loose = run_cycle(data, lut, CFG, dataclasses.replace(state, low_cut=np.full(nb, -10.0)),
                       cycle=2, final=True)
-    neg_tight = (tight.state.exp_flags & G.EXP_GRAY_TOO_NEGATIVE) != 0
-    neg_loose = (loose.state.exp_flags & G.EXP_GRAY_TOO_NEGATIVE) != 0
+    # among the exposures the parameters were fitted with (the others keep their flags in
+    # the clean-up: test_clean_up_uses_the_exposures_the_parameters_were_fitted_with)
+    fitted = state.fitted_flags == 0
+    neg_tight = ((tight.state.exp_flags & G.EXP_GRAY_TOO_NEGATIVE) != 0) & fitted
+    neg_loose = ((loose.state.exp_flags & G.EXP_GRAY_TOO_NEGATIVE) != 0) & fitted
     # loose: nothing is cut for negative gray, though the synthetic clouds reach -0.1 mag and
     # more (re-derived cuts, ~-5 mmag, would flag them); tight: many more
     assert not neg_loose.any()
@@ -616,3 +619,38 @@ def test_gauss_newton_in_a_superset_moves_only_the_free_elements(synth):
     assert float(b.ln_tau[1]) == float(p0.ln_tau[1])  # frozen night: exactly where it was
     with pytest.raises(ValueError, match="superset"):
         minimize(chi2, p0, free_mask(data), (data, lut, st), superset=mask, **kw)
+
+
+def test_clean_up_uses_the_exposures_the_parameters_were_fitted_with(synth):
+    """The clean-up fits nothing, so an exposure the last fit did not use (here a cloud that
+    the next cycle's flags would have let in) stays out of its star means and repeatability
+    and is not flagged photometric (without the guard its band's figure changes)."""
+    import dataclasses
+
+    from jaxfgcm.fit.cycle import CycleState, run_cycle
+
+    data, lut, _ = synth
+    state = CycleState(params=FitParams.standard(data, CFG.standard_atmosphere,
+                                                 CFG.fit.sed_slope_scale))
+    for cycle in range(2):
+        out = run_cycle(data, lut, CFG, state, cycle=cycle)
+        state = out.state
+    np.testing.assert_array_equal(state.fitted_flags, out.exp_flags)
+    # the cloudiest exposure the cycle-1 fit left out, let back into the next set
+    eg = np.asarray(out.gray.exp_gray)
+    left_out = np.nonzero(state.fitted_flags != 0)[0]
+    cloud = left_out[np.argmin(eg[left_out])]
+    assert eg[cloud] < -0.05
+    readmitted = state.exp_flags.copy()
+    readmitted[cloud] = 0
+    guarded = run_cycle(data, lut, CFG, dataclasses.replace(state, exp_flags=readmitted),
+                        cycle=2, final=True)
+    reference = run_cycle(data, lut, CFG, dataclasses.replace(state, exp_flags=state.fitted_flags),
+                          cycle=2, final=True)
+    unguarded = run_cycle(data, lut, CFG, dataclasses.replace(state, exp_flags=readmitted,
+                                                              fitted_flags=None),
+                          cycle=2, final=True)
+    assert guarded.state.exp_flags[cloud] != 0
+    np.testing.assert_array_equal(guarded.repeatability, reference.repeatability)
+    b = int(np.asarray(data.exp_band)[cloud])
+    assert abs(unguarded.repeatability[b] - reference.repeatability[b]) > 1e-4

@@ -47,6 +47,8 @@ class CycleState:
     sigma_fgcm: np.ndarray | None = None  # per band (mag)
     sed_slope: jax.Array | None = None  # per star-band segment
     outlier: jax.Array | None = None  # per observation
+    #: the flags ``params`` were fitted with (exp_flags are the next fit's); None before a fit
+    fitted_flags: np.ndarray | None = None
 
 
 @dataclass
@@ -107,6 +109,13 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
         exp_flags, sed, bright = initial_selection(data, lut, params, cfg)
     else:
         exp_flags, sed = state.exp_flags, state.sed_slope
+        if final and state.fitted_flags is not None:
+            # The clean-up fits nothing: its star means, gray and repeatability use the
+            # exposures the parameters were fitted with. After a last cycle that changed the
+            # photometric set (max_fit_cycles reached, or a rollback to the best cycle) the next
+            # cycle's set also held exposures no fit had used (simulator, tract preset seed 105,
+            # reserve draw 1: 5 g exposures let back in, g repeatability 4.33 -> 11.23 mmag).
+            exp_flags = state.fitted_flags
     outlier = state.outlier if state.outlier is not None else jnp.zeros_like(data.obs_valid)
     photometric = jnp.asarray(exp_flags == 0)
     fit_band = jnp.asarray(np.asarray(data.fit_bands))
@@ -240,10 +249,16 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
                 gray, data, new_low, new_high, fc.exp_var_gray_photometric_cut,
                 fc.min_star_per_exp, fc.min_exp_per_night, reference=reference)
 
+    if final and state.fitted_flags is not None:
+        # ... and none of those comes back as photometric: an exposure the fit did not use
+        # keeps its flags (it still gets a gray-corrected zeropoint)
+        new_flags = np.where(exp_flags != 0, exp_flags, new_flags)
+
     # ---- next cycle's inputs ----
     new_sed = sed_slopes(res.sb_mean, res.sb_weight > 0, data)
     nxt = CycleState(params=params, exp_flags=new_flags, low_cut=new_low, high_cut=new_high,
-                     sigma_fgcm=new_sig, sed_slope=new_sed, outlier=new_outlier)
+                     sigma_fgcm=new_sig, sed_slope=new_sed, outlier=new_outlier,
+                     fitted_flags=state.fitted_flags if final else exp_flags)
     return CycleResult(
         state=nxt, repeatability=rep, n_photometric=int(np.sum(exp_flags == 0)),
         exp_flags=exp_flags, gray=gray, residuals=res, mean_use=mean_use, solve=solve,
