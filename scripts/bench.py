@@ -36,36 +36,15 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-# The floors are defined once, next to the fit benchmark (scripts/ is on sys.path when run).
-from bench_fit import bare_pass, model_floor
+# The floors and the alternating timer are defined once, next to the fit benchmark (scripts/
+# is on sys.path when run).
+from bench_fit import bare_pass, interleaved, model_floor
 
 from jaxfgcm.config import Config, default_config_path, load_config
 from jaxfgcm.fit import FitParams, FitState, chi2
 from jaxfgcm.fit.model import pair_rows, pair_terms
 from jaxfgcm.fit.synthetic import make_synthetic
-
-
-def interleaved(calls, repeats):
-    """Time several programs in alternation: ``calls`` maps a name to (fn, args). Returns
-    {name: (seconds of the first call, with its compile; minimum; median of the warm calls)}.
-
-    One call of each per round, so a slow spell of the shared machine falls on all of them
-    alike and their ratio stays fair (timed one after the other, the fit pass looked 2.5 ms
-    slower or 1 ms faster than a variant depending on which ran during a busy spell)."""
-    first, warm = {}, {name: [] for name in calls}
-    for name, (fn, args) in calls.items():
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        first[name] = time.perf_counter() - t0
-    for _ in range(repeats):
-        for name, (fn, args) in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            warm[name].append(time.perf_counter() - t0)
-    return {name: (first[name], float(np.min(t)), float(np.median(t)))
-            for name, t in warm.items()}
 
 
 class PerPairLut:

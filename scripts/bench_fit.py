@@ -10,7 +10,8 @@
 Prints, in one run: the value-and-gradient pass of chi2 over the observations vs two floors
 (ratios; target <= 2 against the bare one), float32 vs float64 observation arrays (with freed host
 memory retained, jaxfgcm.fit.hostmem, unless --malloc-defaults; the page faults per pass are
-printed), the Gauss-Newton normal equations (the Jacobian pass that dominates the fit), compile times
+printed; the pass and its floors are timed in alternation, medians of ``--repeats`` rounds, so
+a busy spell of a shared machine falls on all three), the Gauss-Newton normal equations (the Jacobian pass that dominates the fit), compile times
 (separately), the whole run_fit_cycles in seconds and passes over the data, and with ``--repo``
 the issue's correctness bars against ``truth/``.
 
@@ -51,6 +52,27 @@ def timed(fn, *args, n=5):
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
     return first, float(np.median(times))
+
+
+def interleaved(calls, repeats):
+    """Time several programs in alternation: ``calls`` maps a name to (fn, args). Returns
+    {name: (seconds of the first call, with its compile; minimum; median of the warm calls)}.
+
+    One call of each per round, so a slow spell of the shared machine falls on all of them
+    alike and their ratio stays fair (timed one after the other, the fit pass looked 2.5 ms
+    slower or 1 ms faster than a variant depending on which ran during a busy spell)."""
+    first, warm = {}, {name: [] for name in calls}
+    for name, (fn, args) in calls.items():
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        first[name] = time.perf_counter() - t0
+    for _ in range(repeats):
+        for name, (fn, args) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            warm[name].append(time.perf_counter() - t0)
+    return {name: (first[name], float(np.min(t)), float(np.median(t)))
+            for name, t in warm.items()}
 
 
 def page_faults(fn, *args):
@@ -109,7 +131,8 @@ def gauss_newton_pass(data, lut, st, p):
     return first - t, t, int(idx.shape[0])
 
 
-def pass_benchmark(data, lut, cfg, label=""):
+def pass_benchmark(data, lut, cfg, label="", repeats=30):
+    """The fit pass and its two floors, timed in alternation (medians of ``repeats`` rounds)."""
     # non-zero SED slopes: the chromatic term's arithmetic is part of every real pass
     st = FitState(sed_slope=jnp.full(data.n_sb, 1e-4), obs_use=data.obs_valid,
                   sigma_fgcm=jnp.zeros(data.n_bands), sigma0=cfg.fit.sigma0_phot)
@@ -126,13 +149,15 @@ def pass_benchmark(data, lut, cfg, label=""):
     x = jnp.zeros(data.n_exp)
     rows = []
     for name, d in (("float64", data), ("float32", data.with_obs_dtype(jnp.float32))):
-        c_fit, t_fit = timed(vg, p, d, lut, st)
-        _, t_bare = timed(bare, x, d.obs_mag.astype(jnp.float64), w, d.obs_exp, d.obs_sb,
-                               d.n_sb)
         dt = d.obs_mag.dtype
-        _, t_floor = timed(floor, tuple(c.astype(dt) for c in cols),
-                                 tuple(b.astype(dt) for b in band_tab),
-                                 st.sed_slope.astype(dt), d, st.obs_use)
+        t = interleaved({
+            "fit": (vg, (p, d, lut, st)),
+            "bare": (bare, (x, d.obs_mag.astype(jnp.float64), w, d.obs_exp, d.obs_sb, d.n_sb)),
+            "floor": (floor, (tuple(c.astype(dt) for c in cols),
+                              tuple(b.astype(dt) for b in band_tab), st.sed_slope.astype(dt),
+                              d, st.obs_use)),
+        }, repeats)
+        (c_fit, _, t_fit), t_bare, t_floor = t["fit"], t["bare"][2], t["floor"][2]
         rows.append((name, t_fit, t_bare, t_floor, c_fit - t_fit, page_faults(vg, p, d, lut, st)))
     # the per-(exposure, detector) LUT part alone: value and gradient of its terms (data and
     # LUT passed as arguments, as in the fit: closed over, XLA constant-folds them)
@@ -346,6 +371,8 @@ def main(argv=None):
     ap.add_argument("--detectors", type=int, default=20)
     ap.add_argument("--set", action="append", default=[], help="config override")
     ap.add_argument("--no-fit", action="store_true", help="pass benchmark only")
+    ap.add_argument("--repeats", type=int, default=30,
+                    help="rounds of the alternating pass timing (medians reported)")
     ap.add_argument("--reserve-seeds", default="",
                     help="with --repo: comma-separated fit.random_seed values to refit with "
                          "(other draws of the reserved stars) and print the truth bars side by "
@@ -369,7 +396,7 @@ def main(argv=None):
                                       visits_per_night=a.visits, n_det=a.detectors, seed=5)
         print(f"synthetic problem built in {time.perf_counter() - t0:.1f} s")
     pass_benchmark(data, lut, cfg, ", glibc malloc defaults" if a.malloc_defaults
-                   else ", freed host memory retained (fit.hostmem)")
+                   else ", freed host memory retained (fit.hostmem)", repeats=a.repeats)
     if a.no_fit:
         return
     res = whole_fit(data, lut, cfg)
