@@ -11,8 +11,8 @@ Prints, in one run: the value-and-gradient pass of chi2 over the observations vs
 (ratios; target <= 2 against the bare one), float32 vs float64 observation arrays (with freed host
 memory retained, jaxfgcm.fit.hostmem, unless --malloc-defaults; the page faults per pass are
 printed; the pass and its floors are timed in alternation, medians of ``--repeats`` rounds, so
-a busy spell of a shared machine falls on all three), the Gauss-Newton normal equations (the Jacobian pass that dominates the fit), compile times
-(separately), the whole run_fit_cycles in seconds and passes over the data, and with ``--repo``
+a busy spell of a shared machine falls on all three), the Gauss-Newton normal equations (the
+Jacobian pass that dominates the fit), compile times (separately), the whole run_fit_cycles in seconds and passes over the data, and with ``--repo``
 the issue's correctness bars against ``truth/``.
 
 The floors, value and gradient, same arrays as the fit:

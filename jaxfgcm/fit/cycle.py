@@ -103,13 +103,14 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
     t0 = time.perf_counter()
     params = state.params
     nb = data.n_bands
+    keep_fitted_set = final and state.fitted_flags is not None
     sig_fgcm = state.sigma_fgcm if state.sigma_fgcm is not None else np.zeros(nb)
     bright = None
     if state.exp_flags is None:
         exp_flags, sed, bright = initial_selection(data, lut, params, cfg)
     else:
         exp_flags, sed = state.exp_flags, state.sed_slope
-        if final and state.fitted_flags is not None:
+        if keep_fitted_set:
             # The clean-up fits nothing: its star means, gray and repeatability use the
             # exposures the parameters were fitted with. After a last cycle that changed the
             # photometric set (max_fit_cycles reached, or a rollback to the best cycle) the next
@@ -249,7 +250,7 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
                 gray, data, new_low, new_high, fc.exp_var_gray_photometric_cut,
                 fc.min_star_per_exp, fc.min_exp_per_night, reference=reference)
 
-    if final and state.fitted_flags is not None:
+    if keep_fitted_set:
         # ... and none of those comes back as photometric: an exposure the fit did not use
         # keeps its flags (it still gets a gray-corrected zeropoint)
         new_flags = np.where(exp_flags != 0, exp_flags, new_flags)
