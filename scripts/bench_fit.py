@@ -118,7 +118,8 @@ def model_floor(cols, band_tab, sed, data, use):
 
 def gauss_newton_pass(data, lut, st, p):
     """Seconds of one Gauss-Newton normal-equation build (Jacobian of the weighted residuals
-    for the default free parameters, J^T J, J^T r) and the number of free parameters."""
+    for the default free parameters, J^T J, J^T r), the number of free parameters and the
+    minor page faults of one warm call."""
     from jaxfgcm.fit import optimize as O
     from jaxfgcm.fit.cycle import _residual_vector
     from jaxfgcm.fit.params import free_mask
@@ -126,9 +127,12 @@ def gauss_newton_pass(data, lut, st, p):
     x0, unravel, m, sc = O._ravel(p, free_mask(data))
     idx = jnp.asarray(np.nonzero(np.asarray(m))[0])
     z = jnp.zeros(idx.shape[0])
-    first, t = timed(lambda zz: O._gn_normal_equations(_residual_vector, unravel, zz, x0, idx,
-                                                       sc[idx], (data, lut, st)), z, n=3)
-    return first - t, t, int(idx.shape[0])
+    def normal_equations(zz):
+        return O._gn_normal_equations(_residual_vector, unravel, zz, x0, idx, sc[idx],
+                                      (data, lut, st))
+
+    first, t = timed(normal_equations, z, n=3)
+    return first - t, t, int(idx.shape[0]), page_faults(normal_equations, z)
 
 
 def pass_benchmark(data, lut, cfg, label="", repeats=30):
@@ -171,11 +175,11 @@ def pass_benchmark(data, lut, cfg, label="", repeats=30):
               f"| {1e3 * t_floor:6.2f} | {t_fit / t_floor:5.2f} | {c_fit:.2f} | {faults}")
     print(f"LUT terms for {data.n_pairs} (exposure, detector) pairs, value+grad: "
           f"{1e3 * t_lut:.2f} ms (compile {c_lut - t_lut:.2f} s)")
-    c_gn, t_gn, n_free = gauss_newton_pass(data, lut, st, p)
+    c_gn, t_gn, n_free, gn_faults = gauss_newton_pass(data, lut, st, p)
     print(f"Gauss-Newton normal equations ({n_free} free parameters, Jacobian of "
           f"{n_free} x {data.obs_mag.shape[0]}): {1e3 * t_gn:.1f} ms = "
           f"{1e3 * t_gn / math.ceil(n_free / 32):.1f} ms per 32 parameters "
-          f"(compile {c_gn:.2f} s)")
+          f"(compile {c_gn:.2f} s), {gn_faults} page faults per call")
     return rows
 
 
