@@ -12,8 +12,9 @@ Prints, in one run: the value-and-gradient pass of chi2 over the observations vs
 memory retained, jaxfgcm.fit.hostmem, unless --malloc-defaults; the page faults per pass are
 printed; the pass and its floors are timed in alternation, medians of ``--repeats`` rounds, so
 a busy spell of a shared machine falls on all three), the Gauss-Newton normal equations (the
-Jacobian pass that dominates the fit), compile times (separately), the whole run_fit_cycles in seconds and passes over the data, and with ``--repo``
-the issue's correctness bars against ``truth/``.
+Jacobian pass that dominates the fit) with their page faults, compile times (separately), the
+whole run_fit_cycles in seconds and passes over the data, and with ``--repo`` the issue's
+correctness bars against ``truth/``.
 
 The floors, value and gradient, same arrays as the fit:
 - bare: one scalar gather per observation (x[exp]), two sorted segment sums, the chi2;
@@ -127,8 +128,10 @@ def gauss_newton_pass(data, lut, st, p):
     x0, unravel, m, sc = O._ravel(p, free_mask(data))
     idx = jnp.asarray(np.nonzero(np.asarray(m))[0])
     z = jnp.zeros(idx.shape[0])
+    scale = sc[idx]  # once, not an eager gather inside every timed call
+
     def normal_equations(zz):
-        return O._gn_normal_equations(_residual_vector, unravel, zz, x0, idx, sc[idx],
+        return O._gn_normal_equations(_residual_vector, unravel, zz, x0, idx, scale,
                                       (data, lut, st))
 
     first, t = timed(normal_equations, z, n=3)

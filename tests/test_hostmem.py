@@ -21,10 +21,15 @@ print(ok, repr(float(val)), repr(float(jnp.sum(g))))
 """
 
 
-def _run(mode):
-    out = subprocess.run([sys.executable, "-c", _PROG, mode], capture_output=True, text=True,
+def _python(program, mode):
+    """``program`` run in a fresh interpreter with argument ``mode``: its output's words."""
+    out = subprocess.run([sys.executable, "-c", program, mode], capture_output=True, text=True,
                          check=True, timeout=120)
     return out.stdout.split()
+
+
+def _run(mode):
+    return _python(_PROG, mode)
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="glibc's mallopt")
@@ -59,9 +64,7 @@ print(*faults)
 
 def _faults(mode):
     """Minor page faults of four warm calls, sorted."""
-    out = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True,
-                         check=True, timeout=120)
-    return sorted(int(v) for v in out.stdout.split()[-4:])
+    return sorted(int(v) for v in _python(_FAULTS, mode)[-4:])
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="glibc's mallopt")
