@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -144,3 +145,46 @@ def test_gauss_newton_normal_equations_match_jacfwd(problem, monkeypatch):
         assert abs(float(rr) - float(r @ r)) <= 1e-12 * float(r @ r)
         assert float(jnp.max(jnp.abs(jtj - jtj_ref))) <= 1e-10 * float(jnp.max(jnp.abs(jtj_ref)))
         assert float(jnp.max(jnp.abs(jtr - jtr_ref))) <= 1e-10 * float(jnp.max(jnp.abs(jtr_ref)))
+
+
+def _count_primitive(jaxpr, name, length):
+    """Occurrences of primitive ``name`` with a 1-D output of ``length`` in a jaxpr, nested
+    calls included."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == name and eqn.outvars[0].aval.shape == (length,)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            n += _count_primitive(sub, name, length)
+    return n
+
+
+def test_frozen_parameters_enter_the_jacobian_as_constants(problem):
+    """With the star flat frozen (the fit's default), its leaf comes from the reference vector:
+    the same normal equations, and no per-observation gathers of its (zero) tangents."""
+    data, lut, p, state, _ = problem
+    x0, unravel, m, sc = O._ravel(p, free_mask(data))
+    rows = np.asarray(m) > 0
+    idx = jnp.asarray(np.nonzero(rows)[0])
+    scale = sc[idx]
+    live = unravel.with_live(rows)
+    leaves = jax.tree_util.tree_leaves(p)
+    assert not all(live.live) and any(live.live)
+    flat_leaf = next(k for k, a in enumerate(leaves) if a is p.star_flat)
+    assert not live.live[flat_leaf]
+    z = jnp.asarray(np.random.default_rng(6).normal(0, 0.1, idx.shape[0]))
+    args = (data, lut, state)
+    normal = jax.jit(O._gn_normal_equations.__wrapped__, static_argnums=(0, 1))
+    dense = normal(_residual_vector, unravel, z, x0, idx, scale, args)
+    const = normal(_residual_vector, live, z, x0, idx, scale, args)
+    for a, b in zip(dense, const):
+        assert float(jnp.max(jnp.abs(a - b))) <= 1e-12 * float(jnp.max(jnp.abs(a)))
+
+    def gathers(unr):
+        def f(t):
+            return jax.jvp(lambda zz: O._gn_residual(_residual_vector, unr, zz, x0, idx, scale,
+                                                     args), (z,), (t,))[1]
+        return _count_primitive(jax.make_jaxpr(f)(z).jaxpr, "gather", data.obs_mag.shape[0])
+
+    # the order-2 star flat: its 9 per-pair columns' tangents no longer gathered to the
+    # observations
+    assert gathers(unravel) - gathers(live) >= data.n_coef

@@ -20,10 +20,12 @@ per-observation evaluation).
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from .data import FitData, chebyshev_centre, chebyshev_columns
 from .params import FitParams
@@ -171,8 +173,7 @@ def segment_chromatic(sed_slope: jax.Array, sed_scale: jax.Array, data: FitData)
     band = data.sb_band
     fp = sed_slope.astype(dt) * gather(sed_scale.astype(dt), band)
     std = jnp.log1p(fp * gather(data.band_i10_std.astype(dt), band))
-    fp, std = materialized(jnp.stack([fp, std]))
-    return fp, std
+    return materialized_columns(fp, std)
 
 
 def magnitudes_from_rows(cols, sed_slope_sb: jax.Array, chrom_std_sb: jax.Array,
@@ -182,8 +183,8 @@ def magnitudes_from_rows(cols, sed_slope_sb: jax.Array, chrom_std_sb: jax.Array,
     chromatic term from the per-segment values of :func:`segment_chromatic`."""
     dt = data.obs_mag.dtype
     pair = data.obs_pair
-    table = materialized(jnp.stack([c.astype(dt) for c in cols]))
-    base, dmag, i10_p, di10, *flat_c = (gather(table[k], pair) for k in range(len(cols)))
+    table = materialized_columns(*(c.astype(dt) for c in cols))
+    base, dmag, i10_p, di10, *flat_c = (gather(c, pair) for c in table)
     ds = data.obs_dsecz
     mag_i0 = base + dmag * ds
     i10 = i10_p + di10 * ds
@@ -209,6 +210,31 @@ def materialized(table: jax.Array) -> jax.Array:
     """
     return jnp.matmul(jnp.eye(table.shape[0], dtype=table.dtype), table,
                       precision=jax.lax.Precision.HIGHEST)
+
+
+@jax.custom_jvp
+def materialized_columns(*cols: jax.Array) -> tuple[jax.Array, ...]:
+    """The 1-D arrays ``cols`` (same length and dtype) through :func:`materialized` as one
+    stacked table, returned as columns.
+
+    Its derivative keeps the columns whose tangent is symbolically zero out of the stacked
+    tangent table: differentiating the stack would fill them with zeros and every per-observation
+    gather and product after it would run on them. In the Gauss-Newton Jacobian (44 tangents,
+    the star flat frozen) that was 4 of the 8 pair columns (docs/performance.md).
+    """
+    table = materialized(jnp.stack(cols))
+    return tuple(table[k] for k in range(len(cols)))
+
+
+@partial(materialized_columns.defjvp, symbolic_zeros=True)
+def _materialized_columns_jvp(primals, tangents):
+    out = materialized_columns(*primals)
+    live = [k for k, t in enumerate(tangents) if type(t) is not SymbolicZero]
+    dots = list(tangents)
+    if live:
+        for k, d in zip(live, materialized_columns(*(tangents[k] for k in live))):
+            dots[k] = d
+    return out, tuple(dots)
 
 
 def gather(table: jax.Array, index: jax.Array) -> jax.Array:

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from itertools import pairwise
 
 import jax
 import jax.numpy as jnp
@@ -143,13 +144,34 @@ def _lbfgs(loss, params, mask, args, max_iter, tol, project):
 
 
 class _Unravel:
-    """Hashable wrapper of ravel_pytree's unravel (same structure -> same compiled step)."""
+    """Hashable wrapper of ravel_pytree's unravel (same structure -> same compiled step).
 
-    def __init__(self, fn, key):
-        self.fn, self.key = fn, key
+    ``live`` (one bool per leaf, static): leaves without a free element are taken from the
+    reference vector by :meth:`mixed`, so they are constants of the Jacobian and their tangents
+    symbolically zero instead of dense zeros carried through the model (the frozen star flat:
+    4 of the 8 per-pair columns gathered for every tangent, docs/performance.md).
+    """
+
+    def __init__(self, fn, key, sizes=(), live=None):
+        self.fn, self.key, self.sizes, self.live = fn, key, sizes, live
 
     def __call__(self, x):
         return self.fn(x)
+
+    def with_live(self, rows: np.ndarray) -> _Unravel:
+        """The same unravel, with the leaves that hold an element of ``rows`` (bool, flat) live."""
+        bounds = np.cumsum((0,) + self.sizes)
+        live = tuple(bool(rows[a:b].any()) for a, b in pairwise(bounds))
+        return _Unravel(self.fn, (self.key, live), self.sizes, live)
+
+    def mixed(self, x, x_ref):
+        """Parameters from ``x`` in the live leaves and from ``x_ref`` in the others."""
+        if self.live is None:
+            return self.fn(x)
+        cur, treedef = jax.tree_util.tree_flatten(self.fn(x))
+        ref = jax.tree_util.tree_leaves(self.fn(x_ref))
+        return jax.tree_util.tree_unflatten(
+            treedef, [c if keep else r for c, r, keep in zip(cur, ref, self.live)])
 
     def __hash__(self):
         return hash(self.key)
@@ -168,12 +190,13 @@ def _ravel(params, mask):
     m = _flat_mask(mask)
     sc, _ = ravel_pytree(scales_like(params))
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    unravel = _Unravel(unravel, (treedef, tuple((a.shape, str(a.dtype)) for a in leaves)))
+    unravel = _Unravel(unravel, (treedef, tuple((a.shape, str(a.dtype)) for a in leaves)),
+                       tuple(int(np.size(a)) for a in leaves))
     return x0, unravel, m, sc
 
 
 def _gn_residual(residual_fn, unravel, z, x0, idx, scale, args):
-    return residual_fn(unravel(x0.at[idx].add(scale * z)), *args)
+    return residual_fn(unravel.mixed(x0.at[idx].add(scale * z), x0), *args)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -253,6 +276,7 @@ def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, super
             raise ValueError("superset must contain every free element of mask")
         rows = sup
     idx = jnp.asarray(np.nonzero(rows)[0])
+    unravel = unravel.with_live(rows)
     scale = (sc * m)[idx]  # 0 for superset elements that are frozen now: no step
     n = int(idx.shape[0])
     nblock = math.ceil(n / GN_BLOCK)
