@@ -246,6 +246,10 @@ class FitConfig:
     #: Solver: "gauss_newton" (fewest passes; holds an n_free x n_obs Jacobian), "lbfgs"
     #: (optax), or "auto" (Gauss-Newton unless the Jacobian would exceed 3e8 elements).
     optimizer: str = "auto"
+    #: Gauss-Newton normal equations: "structured" (from the per-pair columns' tangents and the
+    #: per-observation sensitivities, jaxfgcm.fit.normal; the same to 1e-12, faster) or
+    #: "generic" (J by forward-mode JVPs through the whole model, then J J^T).
+    gauss_newton_normal: str = "structured"
     #: An (exposure, detector) needs this many detectors with a gray in its exposure for the
     #: exposure gray to stand in for its own (fgcm minCcdPerExp).
     min_ccd_per_exp: int = 5

@@ -23,6 +23,7 @@ from jaxfgcm.fit import optimize as O
 from jaxfgcm.fit.cycle import _residual_vector
 from jaxfgcm.fit.loss import obs_variance, star_means
 from jaxfgcm.fit.model import MAG_PER_LN, pair_instrument, pair_terms, standard_magnitudes
+from jaxfgcm.fit.normal import structured_normal_equations
 from jaxfgcm.fit.params import free_mask
 from jaxfgcm.fit.synthetic import make_synthetic
 
@@ -188,3 +189,36 @@ def test_frozen_parameters_enter_the_jacobian_as_constants(problem):
     # the order-2 star flat: its 9 per-pair columns' tangents no longer gathered to the
     # observations
     assert gathers(unravel) - gathers(live) >= data.n_coef
+
+
+@pytest.mark.parametrize("star_flat_free", [False, True])
+def test_structured_normal_equations_match_the_generic_builder(problem, star_flat_free):
+    """fit.normal builds J^T J, J^T r, r.r from the per-pair columns' tangents and the
+    per-observation sensitivities instead of J: the same as the generic JVP builder, with the
+    star flat frozen (the fit's default: its columns left out) and free (all columns), a frozen
+    superset element (scale 0) included."""
+    data, lut, p, state, _ = problem
+    mask = free_mask(data, fit_star_flat=star_flat_free)
+    x0, unravel, m, sc = O._ravel(p, mask)
+    rows = np.asarray(m) > 0
+    idx = jnp.asarray(np.nonzero(rows)[0])
+    scale = sc[idx].at[0].set(0.0)
+    live = unravel.with_live(rows)
+    z = jnp.asarray(np.random.default_rng(7).normal(0, 0.1, idx.shape[0]))
+    args = (data, lut, state)
+    generic = O._gn_normal_equations(_residual_vector, live, z, x0, idx, scale, args)
+    structured = structured_normal_equations(live, z, x0, idx, scale, args)
+    for name, a, b in zip(("J^T J", "J^T r", "r.r"), generic, structured):
+        err = float(jnp.max(jnp.abs(a - b)))
+        assert err <= 1e-12 * float(jnp.max(jnp.abs(a))), (name, err)  # measured <= 5e-15
+    assert float(jnp.max(jnp.abs(structured[0][0]))) == 0.0  # the frozen superset element
+
+
+def test_structured_normal_equations_refuse_a_free_sed_scale(problem):
+    data, lut, p, state, _ = problem
+    x0, unravel, m, sc = O._ravel(p, free_mask(data, fit_sed_scale=True))
+    rows = np.asarray(m) > 0
+    idx = jnp.asarray(np.nonzero(rows)[0])
+    with pytest.raises(ValueError, match="SED-slope scale"):
+        structured_normal_equations(unravel.with_live(rows), jnp.zeros(idx.shape[0]), x0, idx,
+                                    sc[idx], (data, lut, state))

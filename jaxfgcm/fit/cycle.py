@@ -20,6 +20,7 @@ from . import gray as G
 from .data import FitData
 from .loss import FitState, chi2, obs_variance, residuals, star_means
 from .model import sed_slopes, standard_magnitudes_compiled
+from .normal import structured_normal_equations
 from .optimize import SolveInfo, minimize
 from .params import FitParams, clip_to_bounds, free_mask, n_free
 from .starflat import update_star_flat
@@ -147,7 +148,7 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
                                  method=m, residual_fn=_residual_vector,
                                  project=jax.tree_util.Partial(clip_to_bounds,
                                                                  atm_bounds=data.atm_bounds),
-                                 superset=superset)
+                                 superset=superset, normal_fn=_normal_fn(fc))
     t_fit = time.perf_counter() - t_fit
 
     # ---- residuals and gray (un-crunched) ----
@@ -265,6 +266,16 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
         exp_flags=exp_flags, gray=gray, residuals=res, mean_use=mean_use, solve=solve,
         seconds={"fit": t_fit, "total": time.perf_counter() - t0},
     )
+
+
+def _normal_fn(fc):
+    """The Gauss-Newton normal-equation builder of ``fit.gauss_newton_normal``. The structured
+    one needs the SED-slope scale frozen, which the cycles' masks always keep."""
+    if fc.gauss_newton_normal == "structured":
+        return structured_normal_equations
+    if fc.gauss_newton_normal == "generic":
+        return None
+    raise ValueError(f"fit.gauss_newton_normal: {fc.gauss_newton_normal!r} (structured, generic)")
 
 
 def _instrument_mask_options(fc) -> dict:

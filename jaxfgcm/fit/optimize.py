@@ -65,6 +65,7 @@ def minimize(
     residual_fn: Callable[..., jax.Array] | None = None,
     project: Callable[[FitParams], FitParams] | None = None,
     superset: FitParams | None = None,
+    normal_fn: Callable | None = None,
 ) -> tuple[FitParams, SolveInfo]:
     """Minimise ``loss(params, *args)`` over the elements of ``params`` where ``mask`` is True.
 
@@ -77,7 +78,11 @@ def minimize(
     every step. ``superset`` (``gauss_newton``): a mask that contains ``mask`` and fixes the
     size of the compiled programs; its elements outside ``mask`` take no step, so fits with
     different frozen sets (cycle 0 without the atmosphere, nights without enough exposures)
-    share one compiled Gauss-Newton program instead of compiling one each.
+    share one compiled Gauss-Newton program instead of compiling one each. ``normal_fn``
+    (``gauss_newton``): a jitted ``normal_fn(unravel, z, x0, idx, scale, args) -> (J^T J, J^T r,
+    r.r)`` that replaces the generic builder with one that knows the residual's structure
+    (:func:`jaxfgcm.fit.normal.structured_normal_equations`); same arguments as
+    ``_gn_normal_equations`` after ``residual_fn``.
     """
     if n_free(mask) == 0 or max_iter <= 0:
         val = float(_value(loss, params, args))
@@ -87,7 +92,8 @@ def minimize(
     if method == "gauss_newton":
         if residual_fn is None:
             raise ValueError("gauss_newton needs residual_fn")
-        return _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, superset)
+        return _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, superset,
+                             normal_fn)
     raise ValueError(f"unknown method {method!r} (lbfgs, gauss_newton)")
 
 
@@ -267,7 +273,8 @@ def _gn_step(project, unravel, jtj, jtr, diag, lam, z, x0, idx, scale):
     return dz
 
 
-def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, superset=None):
+def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, superset=None,
+                  normal_fn=None):
     x0, unravel, m, sc = _ravel(params, mask)
     rows = np.asarray(m) > 0
     if superset is not None:
@@ -290,8 +297,11 @@ def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, super
     if project is not None and not isinstance(project, jax.tree_util.Partial):
         project = jax.tree_util.Partial(project)  # a plain function: static, compiled per object
     for it in range(1, max_iter + 1):
-        jtj, jtr, v = _gn_normal_equations(residual_fn, unravel, z, *common)
-        passes += nblock + 1
+        if normal_fn is None:
+            jtj, jtr, v = _gn_normal_equations(residual_fn, unravel, z, *common)
+        else:
+            jtj, jtr, v = normal_fn(unravel, z, *common)
+        passes += nblock + 1  # counted as the generic builder's, to compare iterations
         v = float(v)
         first = v if first is None else first
         jtj, jtr, diag = _gn_active_set(project, unravel, jtj, jtr, z, x0, idx, scale)
