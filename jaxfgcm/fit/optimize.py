@@ -11,7 +11,9 @@ Methods (measured in scripts/bench_fit.py, passes = full evaluations over the ob
   The Jacobian of the free parameters is built by forward-mode JVPs in blocks of ``GN_BLOCK``
   parameters (one pass per block; all in one vmapped JVP when the Jacobian has at most
   ``GN_ONE_BLOCK_MAX`` values), so an iteration costs ceil(n_free / GN_BLOCK) + 1 passes
-  and holds the n_free x n_obs Jacobian in memory (fine for a tract, not for a survey).
+  and holds the n_free x n_obs Jacobian in memory (fine for a tract, not for a survey). The fit
+  cycles pass ``normal_fn`` (:mod:`jaxfgcm.fit.normal`), which builds the same normal equations
+  from the model's per-pair structure without J.
 """
 
 from __future__ import annotations
