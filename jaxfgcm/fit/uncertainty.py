@@ -6,7 +6,10 @@ included), and the covariance is F^-1, scaled by chi2/dof when ``scale_by_chi2``
 correction when the error model is imperfect). Errors of derived quantities (zeropoints,
 per-visit atmosphere) follow by linear propagation: var = g^T C g with g their gradient.
 
-Memory: J holds n_free x n_obs values (as the Gauss-Newton solver).
+F comes from the model's per-pair structure (:mod:`jaxfgcm.fit.normal`, as in the fit's
+Gauss-Newton solver) unless the SED-slope scale is free, which needs the full Jacobian
+(``method="jacobian"`` forces it). Memory: n_free x n_obs values either way (J, or the
+tangents at every observation that the star means' term needs).
 """
 
 from __future__ import annotations
@@ -19,14 +22,38 @@ import numpy as np
 
 from .data import FitData
 from .loss import FitState, degrees_of_freedom, residuals
+from .normal import structured_normal_equations
+from .optimize import _ravel
 from .params import FitParams, flatten_free, n_free, unflatten_free
 
 jax.config.update("jax_enable_x64", True)
 
 
 def parameter_covariance(params: FitParams, mask: FitParams, data: FitData, lut,
-                         state: FitState, scale_by_chi2: bool = True):
-    """(covariance of the free parameters, errors as a FitParams pytree: NaN where frozen)."""
+                         state: FitState, scale_by_chi2: bool = True, method: str = "auto"):
+    """(covariance of the free parameters, errors as a FitParams pytree: NaN where frozen).
+
+    ``method``: "auto" (the structured Fisher matrix where it applies, else the Jacobian),
+    "structured" or "jacobian"; the two agree to 1e-9 (tests/test_fit.py)."""
+    if method not in ("auto", "structured", "jacobian"):
+        raise ValueError(f"method {method!r}: auto, structured or jacobian")
+    sed_free = bool(np.any(np.asarray(mask.sed_scale)))
+    if method == "structured" and sed_free:
+        raise ValueError("the structured Fisher matrix needs the SED-slope scale frozen")
+    if method == "jacobian" or (method == "auto" and sed_free):
+        fisher, chi2 = _fisher_from_jacobian(params, mask, data, lut, state)
+    else:
+        fisher, chi2 = _fisher_structured(params, mask, data, lut, state)
+    cov = jnp.linalg.pinv(fisher, hermitian=True)
+    if scale_by_chi2:
+        dof = float(degrees_of_freedom(data, state)) - n_free(mask)
+        cov = cov * max(chi2 / max(dof, 1.0), 1.0)
+    err = jnp.sqrt(jnp.clip(jnp.diag(cov), 0.0))
+    nan = jax.tree_util.tree_map(lambda a: jnp.full_like(a, jnp.nan), params)
+    return cov, unflatten_free(err, nan, mask)
+
+
+def _fisher_from_jacobian(params, mask, data, lut, state):
     x0 = flatten_free(params, mask)
 
     def r(x):
@@ -34,15 +61,19 @@ def parameter_covariance(params: FitParams, mask: FitParams, data: FitData, lut,
         return rr * jnp.sqrt(w)
 
     jac = jax.jit(jax.jacfwd(r))(x0)
-    fisher = jac.T @ jac
-    cov = jnp.linalg.pinv(fisher, hermitian=True)
-    if scale_by_chi2:
-        res = r(x0)
-        dof = float(degrees_of_freedom(data, state)) - n_free(mask)
-        cov = cov * max(float(res @ res) / max(dof, 1.0), 1.0)
-    err = jnp.sqrt(jnp.clip(jnp.diag(cov), 0.0))
-    nan = jax.tree_util.tree_map(lambda a: jnp.full_like(a, jnp.nan), params)
-    return cov, unflatten_free(err, nan, mask)
+    res = r(x0)
+    return jac.T @ jac, float(res @ res)
+
+
+def _fisher_structured(params, mask, data, lut, state):
+    """J^T J in the free elements' own units (the builder works in units of their scales)."""
+    x0, unravel, m, sc = _ravel(params, mask)
+    rows = np.asarray(m) > 0
+    idx = jnp.asarray(np.nonzero(rows)[0])
+    scale = sc[idx]
+    jtj, _, rr = structured_normal_equations(unravel.with_live(rows), jnp.zeros(idx.shape[0]),
+                                             x0, idx, scale, (data, lut, state))
+    return jtj / scale[:, None] / scale[None, :], float(rr)
 
 
 def propagate(fn: Callable[[FitParams], jax.Array], params: FitParams, mask: FitParams,
