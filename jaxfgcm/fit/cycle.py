@@ -33,7 +33,8 @@ OUTLIER_NSIG = 5.0
 #: (fgcm's sigFgcmMaxEGray 0.05 and sigFgcmMaxErr 0.01).
 SIGFGCM_MAX_EGRAY = 0.05
 SIGFGCM_MAX_ERR = 0.01
-#: Gauss-Newton holds an n_free x n_obs Jacobian; above this many elements use L-BFGS.
+#: Gauss-Newton holds n_free x n_obs values (the Jacobian, or with the structured normal
+#: equations the tangents at every observation); above this many use L-BFGS.
 GN_MAX_JACOBIAN_ELEMENTS = 3e8
 
 
