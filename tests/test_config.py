@@ -21,6 +21,15 @@ def test_override_and_errors(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+    choice = tmp_path / "choice.yaml"
+    choice.write_text("fit:\n  gauss_newton_normal: structure\n")
+    with pytest.raises(ConfigError, match=r"choice.yaml.*fit.gauss_newton_normal.*one of "
+                                          r"structured, generic.*'structure'"):
+        load_config(choice)
+    with pytest.raises(ConfigError, match="fit.optimizer"):
+        load_config(overrides=["fit.optimizer=bfgs"])
+    assert load_config(overrides=["fit.gauss_newton_normal=generic"]).fit.gauss_newton_normal \
+        == "generic"
 
 
 def test_config_is_frozen():

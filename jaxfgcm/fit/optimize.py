@@ -81,10 +81,11 @@ def minimize(
     size of the compiled programs; its elements outside ``mask`` take no step, so fits with
     different frozen sets (cycle 0 without the atmosphere, nights without enough exposures)
     share one compiled Gauss-Newton program instead of compiling one each. ``normal_fn``
-    (``gauss_newton``): a jitted ``normal_fn(unravel, z, x0, idx, scale, args) -> (J^T J, J^T r,
-    r.r)`` that replaces the generic builder with one that knows the residual's structure
-    (:func:`jaxfgcm.fit.normal.structured_normal_equations`); same arguments as
-    ``_gn_normal_equations`` after ``residual_fn``.
+    (``gauss_newton``): ``normal_fn(unravel, z, x0, idx, scale, args) -> (J^T J, J^T r, r.r)``
+    (compiled inside, ``unravel`` hashable and static) replaces the generic builder with one
+    that knows the residual's structure (:func:`jaxfgcm.fit.normal.structured_normal_equations`
+    for ``cycle._residual_vector``); same arguments as ``_gn_normal_equations`` after
+    ``residual_fn``.
     """
     if n_free(mask) == 0 or max_iter <= 0:
         val = float(_value(loss, params, args))

@@ -34,7 +34,9 @@ def parameter_covariance(params: FitParams, mask: FitParams, data: FitData, lut,
     """(covariance of the free parameters, errors as a FitParams pytree: NaN where frozen).
 
     ``method``: "auto" (the structured Fisher matrix where it applies, else the Jacobian),
-    "structured" or "jacobian"; the two agree to 1e-9 (tests/test_fit.py)."""
+    "structured" or "jacobian". Their Fisher matrices agree to 1e-12 relative; the
+    pseudo-inverse of a nearly singular one amplifies that (2e-6 in the errors of the unit
+    test's synthetic tract with the star flat free, tests/test_fit.py)."""
     if method not in ("auto", "structured", "jacobian"):
         raise ValueError(f"method {method!r}: auto, structured or jacobian")
     sed_free = bool(np.any(np.asarray(mask.sed_scale)))
