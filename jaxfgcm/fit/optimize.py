@@ -276,8 +276,10 @@ def _gn_step(project, unravel, jtj, jtr, diag, lam, z, x0, idx, scale):
     return dz
 
 
-def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, superset=None,
-                  normal_fn=None):
+def _free_coordinates(params, mask, superset=None):
+    """The Gauss-Newton coordinates: the flat parameter vector x0, an unravel whose leaves
+    without a free element are constants, the indices of the solved elements (``superset``'s,
+    else ``mask``'s) and their scales (0 for superset elements frozen by ``mask``: no step)."""
     x0, unravel, m, sc = _ravel(params, mask)
     rows = np.asarray(m) > 0
     if superset is not None:
@@ -286,8 +288,12 @@ def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, super
             raise ValueError("superset must contain every free element of mask")
         rows = sup
     idx = jnp.asarray(np.nonzero(rows)[0])
-    unravel = unravel.with_live(rows)
-    scale = (sc * m)[idx]  # 0 for superset elements that are frozen now: no step
+    return x0, unravel.with_live(rows), idx, (sc * m)[idx]
+
+
+def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, superset=None,
+                  normal_fn=None):
+    x0, unravel, idx, scale = _free_coordinates(params, mask, superset)
     n = int(idx.shape[0])
     nblock = math.ceil(n / GN_BLOCK)
     common = (x0, idx, scale, args)

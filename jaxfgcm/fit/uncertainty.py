@@ -23,7 +23,7 @@ import numpy as np
 from .data import FitData
 from .loss import FitState, degrees_of_freedom, residuals
 from .normal import structured_normal_equations
-from .optimize import _ravel
+from .optimize import _free_coordinates
 from .params import FitParams, flatten_free, n_free, unflatten_free
 
 jax.config.update("jax_enable_x64", True)
@@ -69,12 +69,9 @@ def _fisher_from_jacobian(params, mask, data, lut, state):
 
 def _fisher_structured(params, mask, data, lut, state):
     """J^T J in the free elements' own units (the builder works in units of their scales)."""
-    x0, unravel, m, sc = _ravel(params, mask)
-    rows = np.asarray(m) > 0
-    idx = jnp.asarray(np.nonzero(rows)[0])
-    scale = sc[idx]
-    jtj, _, rr = structured_normal_equations(unravel.with_live(rows), jnp.zeros(idx.shape[0]),
-                                             x0, idx, scale, (data, lut, state))
+    x0, unravel, idx, scale = _free_coordinates(params, mask)
+    jtj, _, rr = structured_normal_equations(unravel, jnp.zeros(idx.shape[0]), x0, idx, scale,
+                                             (data, lut, state))
     return jtj / scale[:, None] / scale[None, :], float(rr)
 
 
