@@ -258,21 +258,21 @@ def _pair_sums(terms, w, dw, coef):
     multi-index, [sum_z w_z at_z, sum_z dw_z at_z] for ln I0 and I10, with at_z = sum_k
     coef_k terms[z, k] per detector: (n_m, 4, n_det).
 
-    Explicit sums over the few nodes and basis tables, not an einsum: XLA's CPU backend runs
-    these as one fused loop, where a batched matrix product with 6-long contractions was 2x
-    slower (and 5x in the Gauss-Newton batch). Same order of operations as
+    Explicit sums over the few nodes and basis tables, each term a (n_m, 2, n_det) product
+    with the detectors minor, not an einsum: XLA's CPU backend runs these as one fused loop,
+    where a batched matrix product with 6-long contractions was 2x slower (and 5x in the
+    Gauss-Newton batch), and a sum over a broadcast axis 2-3x slower. Unrolled per multi-index
+    and quantity as well, the same arithmetic compiled 2-2.5x slower into every differentiated
+    program (docs/performance.md). Same order of operations as
     :meth:`LutInterpolator.pairs_from_exposures`."""
-    n_z, n_k = terms.shape[1], terms.shape[2]
-    out = []
-    for m in range(terms.shape[0]):
-        for c in range(2):
-            acc = dacc = None
-            for z in range(n_z):
-                at_z = sum(coef[:, k, c] * terms[m, z, k, c] for k in range(n_k))
-                acc = w[:, z] * at_z if acc is None else acc + w[:, z] * at_z
-                dacc = dw[:, z] * at_z if dacc is None else dacc + dw[:, z] * at_z
-            out += [acc, dacc]
-    return jnp.stack(out).reshape(terms.shape[0], 4, -1)
+    coef_t = jnp.moveaxis(coef, 0, -1)  # (n_basis, 2, n_det)
+    acc = dacc = None
+    for z in range(terms.shape[1]):
+        at_z = sum(terms[:, z, k, :, None] * coef_t[k] for k in range(terms.shape[2]))
+        acc = w[:, z] * at_z if acc is None else acc + w[:, z] * at_z
+        dacc = dw[:, z] * at_z if dacc is None else dacc + dw[:, z] * at_z
+    # (n_m, [ln I0, I10], [sum, d/dsecz], n_det) -> [ln I0, d ln I0, I10, d I10]
+    return jnp.stack([acc, dacc], axis=2).reshape(terms.shape[0], 4, -1)
 
 
 #: Largest error the low-rank slot form may add: ln I0 (= relative I0) and I10 (Angstrom).
