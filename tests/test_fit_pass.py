@@ -23,7 +23,7 @@ from jaxfgcm.fit import optimize as O
 from jaxfgcm.fit.cycle import _residual_vector
 from jaxfgcm.fit.loss import obs_variance, star_means
 from jaxfgcm.fit.model import MAG_PER_LN, pair_instrument, pair_terms, standard_magnitudes
-from jaxfgcm.fit.normal import structured_normal_equations
+from jaxfgcm.fit.normal import structured_normal_equations, structured_value
 from jaxfgcm.fit.params import free_mask
 from jaxfgcm.fit.synthetic import make_synthetic
 
@@ -196,7 +196,8 @@ def test_structured_normal_equations_match_the_generic_builder(problem, star_fla
     """fit.normal builds J^T J, J^T r, r.r from the per-pair columns' tangents and the
     per-observation sensitivities instead of J: the same as the generic JVP builder, with the
     star flat frozen (the fit's default: its columns left out) and free (all columns), a frozen
-    superset element (scale 0) included."""
+    superset element (scale 0) included; and the trial value r.r, computed with the LUT's
+    terms from their own compiled program."""
     data, lut, p, state, _ = problem
     mask = free_mask(data, fit_star_flat=star_flat_free)
     x0, unravel, m, sc = O._ravel(p, mask)
@@ -212,6 +213,9 @@ def test_structured_normal_equations_match_the_generic_builder(problem, star_fla
         err = float(jnp.max(jnp.abs(a - b)))
         assert err <= 1e-12 * float(jnp.max(jnp.abs(a))), (name, err)  # measured <= 5e-15
     assert float(jnp.max(jnp.abs(structured[0][0]))) == 0.0  # the frozen superset element
+    # the trial value with the LUT terms from their own compiled program
+    v = float(O._gn_value(_residual_vector, live, z, x0, idx, scale, args))
+    assert abs(float(structured_value(live, z, x0, idx, scale, args)) - v) <= 1e-12 * v
 
 
 def test_structured_normal_equations_refuse_a_free_sed_scale(problem):

@@ -18,9 +18,9 @@ import numpy as np
 
 from . import gray as G
 from .data import FitData
-from .loss import FitState, chi2, obs_variance, residuals, star_means
+from .loss import FitState, chi2, obs_variance, obs_variance_compiled, residuals, star_means
 from .model import sed_slopes, standard_magnitudes_compiled
-from .normal import structured_normal_equations
+from .normal import structured_normal_equations, structured_value
 from .optimize import SolveInfo, minimize
 from .params import FitParams, clip_to_bounds, free_mask, n_free
 from .starflat import update_star_flat
@@ -75,18 +75,11 @@ def initial_selection(data: FitData, lut, params: FitParams, cfg):
     """fgcm's bright-observation start: exposure flags, SED slopes and the bright observations
     (within ``bright_obs_gray_max`` of each star's brightest) for cycle 0."""
     fc = cfg.fit
-    zero = jnp.zeros(data.n_sb)
-    var = obs_variance(data, jnp.zeros(data.n_bands), fc.sigma0_phot)
-    m = standard_magnitudes_compiled(params, data, lut, zero)
-    big = jnp.where(data.obs_valid, m.astype(jnp.float64), jnp.inf)
-    mmin = jax.ops.segment_min(big, data.obs_sb, num_segments=data.n_sb, indices_are_sorted=True)
-    bright = data.obs_valid & (big - mmin[data.obs_sb] <= fc.bright_obs_gray_max)
-    mean, _, sw = star_means(m, jnp.where(bright, 1.0 / var, 0.0), data)
-    sed = sed_slopes(mean, sw > 0, data)
+    m = standard_magnitudes_compiled(params, data, lut, jnp.zeros(data.n_sb))
+    bright, mean, has = _bright_means(m, data, fc.bright_obs_gray_max, fc.sigma0_phot)
+    sed = sed_slopes(mean, has, data)
     m = standard_magnitudes_compiled(params, data, lut, sed)
-    mean, _, sw = star_means(m, jnp.where(bright, 1.0 / var, 0.0), data)
-    use = data.obs_valid & ~data.star_reserved[data.obs_star] & (sw[data.obs_sb] > 0)
-    e = np.asarray(jnp.where(use, mean[data.obs_sb] - m, 0.0))
+    e, use = (np.asarray(x) for x in _initial_residuals(m, bright, data, fc.sigma0_phot))
     exp = np.asarray(data.obs_exp)
     n = np.bincount(exp, weights=np.asarray(use, float), minlength=data.n_exp)
     eg = np.bincount(exp, weights=e, minlength=data.n_exp) / np.maximum(n, 1)
@@ -96,6 +89,67 @@ def initial_selection(data: FitData, lut, params: FitParams, cfg):
     flags |= np.where(eg < fc.exp_gray_initial_cut, G.EXP_GRAY_TOO_NEGATIVE, 0)
     flags |= G.night_flags(flags, data, fc.min_exp_per_night)
     return flags, sed, bright
+
+
+# The array steps of the cycle outside the solver, compiled: run eagerly they were ~60
+# single-operation programs, each compiled on first use (~1.5 s of a fresh fit on the 2-core
+# CPU, docs/performance.md).
+@jax.jit
+def _bright_means(m, data: FitData, gray_max, sigma0):
+    """Cycle 0's bright observations (within ``gray_max`` of their star's brightest), the star
+    means over them and which star-bands have one."""
+    var = obs_variance(data, jnp.zeros(data.n_bands), sigma0)
+    big = jnp.where(data.obs_valid, m.astype(jnp.float64), jnp.inf)
+    mmin = jax.ops.segment_min(big, data.obs_sb, num_segments=data.n_sb, indices_are_sorted=True)
+    bright = data.obs_valid & (big - mmin[data.obs_sb] <= gray_max)
+    mean, _, sw = star_means(m, jnp.where(bright, 1.0 / var, 0.0), data)
+    return bright, mean, sw > 0
+
+
+@jax.jit
+def _initial_residuals(m, bright, data: FitData, sigma0):
+    """Residuals about the bright observations' star means and the observations they count
+    for (not reserved, star-band with a mean)."""
+    var = obs_variance(data, jnp.zeros(data.n_bands), sigma0)
+    mean, _, sw = star_means(m, jnp.where(bright, 1.0 / var, 0.0), data)
+    use = data.obs_valid & ~data.star_reserved[data.obs_star] & (sw[data.obs_sb] > 0)
+    return jnp.where(use, mean[data.obs_sb] - m, 0.0), use
+
+
+@jax.jit
+def _observations_used(exp_flags, outlier, data: FitData):
+    """Observations on photometric exposures (not outliers), of those the fit's (fit band,
+    star not reserved), and those the gray is computed from (not outliers, star not
+    reserved)."""
+    photometric = exp_flags == 0
+    obs_phot = data.obs_valid & photometric[data.obs_exp] & ~outlier
+    fit_band = jnp.asarray(np.asarray(data.fit_bands))
+    not_reserved = ~data.star_reserved[data.obs_star]
+    return (obs_phot, obs_phot & not_reserved & fit_band[data.obs_band],
+            data.obs_valid & ~outlier & not_reserved)
+
+
+@jax.jit
+def _star_flat_inputs(res: G.Residuals, gray: G.Gray, fit_use, data: FitData):
+    """The star flat's observations (fit observations within 5 sigma of their detector gray)
+    and their residuals less the exposure gray."""
+    flat_use = fit_use & (jnp.abs(res.egray - gray.pair_gray[data.obs_pair])
+                          < OUTLIER_NSIG * jnp.sqrt(jnp.maximum(res.var_e, 0)))
+    return flat_use, res.egray - gray.exp_gray[data.obs_exp]
+
+
+@jax.jit
+def _outlier_inputs(m_std, res: G.Residuals, gray: G.Gray, var, sigma_fgcm, exp_flags,
+                    data: FitData):
+    """Per observation: the magnitude with its detector gray and its error (for the median
+    test), the photometric ones, and the mean-based test (residual against the detector gray
+    beyond 5 sigma)."""
+    pg = gray.pair_gray[data.obs_pair]
+    sig2 = sigma_fgcm[data.obs_band] ** 2
+    phot_all = data.obs_valid & (exp_flags == 0)[data.obs_exp]
+    by_mean = data.obs_valid & (jnp.abs(res.egray - pg) > OUTLIER_NSIG * jnp.sqrt(
+        jnp.maximum(res.var_e, 0) + sig2))
+    return m_std + pg, jnp.sqrt(var + sig2), phot_all, by_mean
 
 
 def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: bool = False,
@@ -119,11 +173,9 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
             # cycle's set also held exposures no fit had used (simulator, tract preset seed 105,
             # reserve draw 1: 5 g exposures let back in, g repeatability 4.33 -> 11.23 mmag).
             exp_flags = state.fitted_flags
-    outlier = state.outlier if state.outlier is not None else jnp.zeros_like(data.obs_valid)
-    photometric = jnp.asarray(exp_flags == 0)
-    fit_band = jnp.asarray(np.asarray(data.fit_bands))
-    obs_phot = data.obs_valid & photometric[data.obs_exp] & ~outlier
-    fit_use = obs_phot & ~data.star_reserved[data.obs_star] & fit_band[data.obs_band]
+    outlier = (state.outlier if state.outlier is not None
+               else jnp.asarray(np.zeros(data.obs_valid.shape, bool)))
+    obs_phot, fit_use, gray_use = _observations_used(jnp.asarray(exp_flags), outlier, data)
     fstate = FitState(sed_slope=sed, obs_use=fit_use, sigma_fgcm=jnp.asarray(sig_fgcm),
                       sigma0=fc.sigma0_phot)
 
@@ -149,18 +201,16 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
                                  method=m, residual_fn=_residual_vector,
                                  project=jax.tree_util.Partial(clip_to_bounds,
                                                                  atm_bounds=data.atm_bounds),
-                                 superset=superset, normal_fn=_normal_fn(fc))
+                                 superset=superset, **_normal_fns(fc))
     t_fit = time.perf_counter() - t_fit
 
     # ---- residuals and gray (un-crunched) ----
-    var = obs_variance(data, jnp.asarray(sig_fgcm), fc.sigma0_phot)
+    var = obs_variance_compiled(data, jnp.asarray(sig_fgcm), fc.sigma0_phot)
     m_std = standard_magnitudes_compiled(params, data, lut, sed)
     # Star means: photometric observations; in cycle 0 only the bright ones, so that clouds
     # the initial cut let through do not drag the means (and hide in the gray).
     mean_use = obs_phot if bright is None else obs_phot & bright
     res = G.star_residuals(m_std, var, mean_use, data)
-    not_reserved = ~data.star_reserved[data.obs_star]
-    gray_use = data.obs_valid & ~outlier & not_reserved
     gray = G.compute_gray(res, gray_use, data, min_star_per_ccd=fc.min_star_per_ccd)
 
     # ---- repeatability (reserved) and sigma_FGCM (fit stars), per band ----
@@ -174,9 +224,7 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
     # ---- star flat from residuals of photometric fit observations ----
     if not final:
         for _ in range(2):
-            flat_use = fit_use & (jnp.abs(res.egray - gray.pair_gray[data.obs_pair])
-                                  < OUTLIER_NSIG * jnp.sqrt(jnp.maximum(res.var_e, 0)))
-            e_flat = res.egray - gray.exp_gray[data.obs_exp]
+            flat_use, e_flat = _star_flat_inputs(res, gray, fit_use, data)
             sf = update_star_flat(params.star_flat, e_flat, res.var_e, flat_use, data)
             params = _set_star_flat(params, sf)
             m_std = standard_magnitudes_compiled(params, data, lut, sed)
@@ -184,18 +232,15 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
             gray = G.compute_gray(res, gray_use, data, min_star_per_ccd=fc.min_star_per_ccd)
 
     # ---- outliers (against the detector gray) and exposure flags ----
-    pg = gray.pair_gray[data.obs_pair]
-    sigma = jnp.sqrt(var + jnp.asarray(new_sig)[data.obs_band] ** 2)
     # Against the median of the star's photometric observations (previous outliers included,
     # so that a wrong outlier set cannot perpetuate itself); the mean-based test only for
     # star-bands with fewer than 3 photometric observations.
-    phot_all = data.obs_valid & photometric[data.obs_exp]
-    by_median = G.median_outliers(m_std + pg, sigma, phot_all, data.obs_sb, data.n_sb,
-                                  OUTLIER_NSIG)
+    m_gray, sigma, phot_all, by_mean = _outlier_inputs(
+        m_std, res, gray, var, jnp.asarray(new_sig), jnp.asarray(exp_flags), data)
+    by_median = G.median_outliers(m_gray, sigma, phot_all, data.obs_sb, data.n_sb, OUTLIER_NSIG)
     n_phot = np.bincount(np.asarray(data.obs_sb), weights=np.asarray(phot_all, float),
                          minlength=data.n_sb)[np.asarray(data.obs_sb)]
-    by_mean = np.asarray(data.obs_valid & (jnp.abs(res.egray - pg) > OUTLIER_NSIG * jnp.sqrt(
-        jnp.maximum(res.var_e, 0) + jnp.asarray(new_sig)[data.obs_band] ** 2)))
+    by_mean = np.asarray(by_mean)
     new_outlier = jnp.asarray(np.asarray(data.obs_valid)
                               & np.where(n_phot >= 3, by_median, by_mean))
     eg_now = np.asarray(gray.exp_gray)
@@ -269,13 +314,14 @@ def run_cycle(data: FitData, lut, cfg, state: CycleState, *, cycle: int, final: 
     )
 
 
-def _normal_fn(fc):
-    """The Gauss-Newton normal-equation builder of ``fit.gauss_newton_normal``. The structured
-    one needs the SED-slope scale frozen, which the cycles' masks always keep."""
+def _normal_fns(fc):
+    """The Gauss-Newton normal-equation builder of ``fit.gauss_newton_normal`` and its trial
+    value, as ``minimize`` arguments. The structured one needs the SED-slope scale frozen,
+    which the cycles' masks always keep."""
     if fc.gauss_newton_normal == "structured":
-        return structured_normal_equations
+        return {"normal_fn": structured_normal_equations, "value_fn": structured_value}
     if fc.gauss_newton_normal == "generic":
-        return None
+        return {}
     raise ValueError(f"fit.gauss_newton_normal: {fc.gauss_newton_normal!r} (structured, generic)")
 
 

@@ -24,9 +24,10 @@ from .data import FitData
 from .loss import obs_variance, star_means
 from .model import (
     MAG_PER_LN,
+    PairTerms,
     exposure_atmosphere,
     pair_instrument,
-    pair_terms,
+    pair_terms_compiled,
     standard_magnitudes_compiled,
     star_flat_at_centre,
 )
@@ -310,15 +311,26 @@ def _stars_per_flat_group(data: FitData, use: np.ndarray) -> np.ndarray:
 
 
 @jax.jit
-def _zeropoint_terms(params: FitParams, data: FitData, lut):
-    """Per (exposure, detector) pair: the LUT term at the detector centre's airmass (first
-    order, as for the observations), the LUT term at the pair's own airmass, I10, the
-    instrument terms and the star flat at the centre. One compiled program: run eagerly these
-    were ~170 single-operation programs, each compiled on first use (~4 s on the 2-core CPU)."""
-    terms = pair_terms(params, data, lut)
+def _zeropoint_terms(params: FitParams, data: FitData, terms: PairTerms):
+    """Per (exposure, detector) pair, from the LUT terms at the pair's own airmass
+    (:func:`pair_terms_compiled`): the LUT term at the detector centre's airmass (first order,
+    as for the observations), the LUT term at the pair's own airmass, I10, the instrument
+    terms and the star flat at the centre. One compiled program: run eagerly these were ~170
+    single-operation programs, each compiled on first use (~4 s on the 2-core CPU)."""
     mag_i0 = terms.mag_i0 + terms.dmag_i0 * (data.pair_secz_centre - data.pair_secz)
     return (mag_i0, terms.mag_i0, terms.i10, pair_instrument(params, data),
             star_flat_at_centre(params, data))
+
+
+@jax.jit
+def _crunched_means(m, exp_flags, outlier, sigma_fgcm, sigma0, data: FitData):
+    """The observations the crunched star means use (photometric exposures, not outliers) and
+    per star-band the weighted mean, its error, the summed weight and the count. Compiled:
+    eagerly, ~20 single-operation programs compiled on first use."""
+    var = obs_variance(data, sigma_fgcm, sigma0)
+    use = data.obs_valid & (exp_flags == 0)[data.obs_exp] & ~outlier
+    mean, err, sw = star_means(m, jnp.where(use, 1.0 / var, 0.0), data)
+    return use, mean, err, sw, jax.ops.segment_sum(use.astype(jnp.int32), data.obs_sb, data.n_sb)
 
 
 # Compiled: run eagerly these were ~40 single-operation programs, each compiled on first use.
@@ -378,13 +390,10 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
 
     # crunched star magnitudes over photometric exposures (reserved stars included)
     sed = final.state.sed_slope
-    var = obs_variance(data, jnp.asarray(sig), fc.sigma0_phot)
     m = standard_magnitudes_compiled(params, data, lut, sed,
                                      pair_gray=jnp.asarray(gray_used.ravel()))
-    phot = jnp.asarray(exp_flags == 0)
-    use = data.obs_valid & phot[data.obs_exp] & ~final.state.outlier
-    mean, err, sw = star_means(m, jnp.where(use, 1.0 / var, 0.0), data)
-    n_good = jax.ops.segment_sum(use.astype(jnp.int32), data.obs_sb, data.n_sb)
+    use, mean, err, sw, n_good = _crunched_means(m, jnp.asarray(exp_flags), final.state.outlier,
+                                                 jnp.asarray(sig), fc.sigma0_phot, data)
     sb_star, sb_band = np.asarray(data.sb_star), np.asarray(data.sb_band)
     star_mag = np.full((data.n_stars, data.n_bands), np.nan)
     star_err = np.full((data.n_stars, data.n_bands), np.nan)
@@ -396,8 +405,9 @@ def _products(data: FitData, lut, config, final, state: CycleState) -> FitResult
     star_n[sb_star, sb_band] = np.asarray(n_good)
 
     # zeropoints: 2.5 log10 I0 (detector centre) + throughput + filter offset + flat + gray
+    terms = pair_terms_compiled(params, data, lut)
     mag_i0, i0_mag, i10, inst, flat_c = (np.asarray(x).reshape(nE, nD)
-                                         for x in _zeropoint_terms(params, data, lut))
+                                         for x in _zeropoint_terms(params, data, terms))
     zpt = zpt_ab + mag_i0 + inst + flat_c + gray_used
     # zeropoint error: gray error and sigma_FGCM over the mean number of observations per star
     nobs_sb = np.bincount(np.asarray(data.obs_sb), weights=np.asarray(use, float),

@@ -36,6 +36,11 @@ def obs_variance(data: FitData, sigma_fgcm: jax.Array, sigma0: float) -> jax.Arr
     return err * err + sigma0 * sigma0 + sigma_fgcm[data.obs_band] ** 2
 
 
+#: :func:`obs_variance` compiled, for callers outside a traced function (eagerly, ~10
+#: single-operation programs compiled on first use).
+obs_variance_compiled = jax.jit(obs_variance)
+
+
 def segment_sum(values: jax.Array, data: FitData) -> jax.Array:
     """Sum over each star-band segment (observations are sorted by segment)."""
     return jax.ops.segment_sum(values, data.obs_sb, num_segments=data.n_sb,
@@ -55,10 +60,11 @@ def star_means(m_std: jax.Array, weight: jax.Array, data: FitData):
     return mean, err, sw
 
 
-def residuals(params: FitParams, data: FitData, lut, state: FitState):
-    """(m_std - <m_std>) per observation and the weights of the chi2."""
+def residuals(params: FitParams, data: FitData, lut, state: FitState, terms=None):
+    """(m_std - <m_std>) per observation and the weights of the chi2. ``terms``: the LUT's
+    :class:`~jaxfgcm.fit.model.PairTerms` at ``params`` where already evaluated."""
     w = jnp.where(state.obs_use, 1.0 / obs_variance(data, state.sigma_fgcm, state.sigma0), 0.0)
-    m = standard_magnitudes(params, data, lut, state.sed_slope)
+    m = standard_magnitudes(params, data, lut, state.sed_slope, terms=terms)
     mean, _, _ = star_means(m, w, data)
     return m.astype(jnp.float64) - mean[data.obs_sb], w
 

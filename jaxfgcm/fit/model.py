@@ -158,19 +158,29 @@ def standard_magnitudes(
 
 
 _standard_magnitudes_jit = jax.jit(standard_magnitudes)
+_pair_terms_jit = jax.jit(pair_terms)
+
+
+def pair_terms_compiled(params: FitParams, data: FitData, lut) -> PairTerms:
+    """:func:`pair_terms` at the pairs' own airmass as one compiled program, shared by the
+    programs that need the LUT's value (the cycles' magnitudes, the Gauss-Newton trial value,
+    the zeropoints): each compiled the LUT contraction again, ~1 s apiece on the 2-core CPU
+    (docs/performance.md, "Compile time of a fresh fit")."""
+    return _pair_terms_jit(params, data, lut)
 
 
 def standard_magnitudes_compiled(params: FitParams, data: FitData, lut, sed_slope: jax.Array,
                                  pair_gray: jax.Array | None = None) -> jax.Array:
-    """:func:`standard_magnitudes` as one compiled program, for callers outside a traced
-    function (the cycles, the products, the QA residuals): called eagerly it runs as ~210
-    single-operation programs, each compiled on first use (4.8 s on the 2-core CPU,
-    docs/performance.md). Without a gray it adds zeros (exact), so the cycles and the crunched
-    final magnitudes share one program instead of compiling two (1.5-1.7 s each on the tract
-    preset)."""
+    """:func:`standard_magnitudes` compiled, for callers outside a traced function (the cycles,
+    the products, the QA residuals): called eagerly it runs as ~210 single-operation programs,
+    each compiled on first use (4.8 s on the 2-core CPU, docs/performance.md). The LUT terms
+    come from :func:`pair_terms_compiled`. Without a gray it adds zeros (exact), so the cycles
+    and the crunched final magnitudes share one program instead of compiling two (1.5-1.7 s
+    each on the tract preset)."""
     if pair_gray is None:
         pair_gray = jnp.zeros(data.n_pairs, jnp.float64)
-    return _standard_magnitudes_jit(params, data, lut, sed_slope, pair_gray)
+    return _standard_magnitudes_jit(params, data, lut, sed_slope, pair_gray,
+                                    pair_terms_compiled(params, data, lut))
 
 
 def segment_chromatic(sed_slope: jax.Array, sed_scale: jax.Array, data: FitData):

@@ -30,8 +30,9 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from .loss import obs_variance, star_means
-from .model import magnitudes_from_rows, pair_rows, segment_chromatic
+from .loss import obs_variance, residuals, star_means
+from .model import magnitudes_from_rows, pair_rows, pair_terms_compiled, segment_chromatic
+from .optimize import params_at
 
 jax.config.update("jax_enable_x64", True)
 
@@ -58,6 +59,24 @@ def structured_normal_equations(unravel, z, x0, idx, scale, args):
     t, a, w, res, sw = _sensitivities(unravel, z, x0, idx, scale, args)
     jtj, jtr, rr = _pair_terms(t, a, w, res, data)
     return _minus_star_means(jtj, t, a, w, sw, data), jtr, rr
+
+
+def structured_value(unravel, z, x0, idx, scale, args):
+    """r.r of ``cycle._residual_vector`` at ``z`` (the Gauss-Newton trial value; arguments as
+    :func:`structured_normal_equations`), with the LUT terms from the program the cycles'
+    magnitudes use (:func:`~jaxfgcm.fit.model.pair_terms_compiled`) instead of compiling the
+    LUT contraction once more (docs/performance.md, "Compile time of a fresh fit")."""
+    data, lut, _ = args
+    params = params_at(unravel, z, x0, idx, scale)
+    return _value_given_terms(params, pair_terms_compiled(params, data, lut), args)
+
+
+@jax.jit
+def _value_given_terms(params, terms, args):
+    data, lut, state = args
+    r, w = residuals(params, data, lut, state, terms=terms)
+    r = r * jnp.sqrt(w)  # as cycle._residual_vector
+    return r @ r
 
 
 @partial(jax.jit, static_argnums=0)

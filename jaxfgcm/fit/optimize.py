@@ -68,6 +68,7 @@ def minimize(
     project: Callable[[FitParams], FitParams] | None = None,
     superset: FitParams | None = None,
     normal_fn: Callable | None = None,
+    value_fn: Callable | None = None,
 ) -> tuple[FitParams, SolveInfo]:
     """Minimise ``loss(params, *args)`` over the elements of ``params`` where ``mask`` is True.
 
@@ -85,7 +86,9 @@ def minimize(
     (compiled inside, ``unravel`` hashable and static) replaces the generic builder with one
     that knows the residual's structure (:func:`jaxfgcm.fit.normal.structured_normal_equations`
     for ``cycle._residual_vector``); same arguments as ``_gn_normal_equations`` after
-    ``residual_fn``.
+    ``residual_fn``. ``value_fn`` (``gauss_newton``): ``value_fn(unravel, z, x0, idx, scale,
+    args) -> r.r`` for the trial steps, in place of ``residual_fn`` compiled
+    (:func:`jaxfgcm.fit.normal.structured_value`, which shares the LUT's compiled program).
     """
     if n_free(mask) == 0 or max_iter <= 0:
         val = float(_value(loss, params, args))
@@ -96,7 +99,7 @@ def minimize(
         if residual_fn is None:
             raise ValueError("gauss_newton needs residual_fn")
         return _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, superset,
-                             normal_fn)
+                             normal_fn, value_fn)
     raise ValueError(f"unknown method {method!r} (lbfgs, gauss_newton)")
 
 
@@ -189,15 +192,23 @@ class _Unravel:
         return isinstance(other, _Unravel) and other.key == self.key
 
 
+def _flat_host(tree) -> np.ndarray:
+    """A parameter pytree as one float64 NumPy vector in ravel_pytree's order (leaves in
+    order, each C-ravelled). On the host: as JAX operations run eagerly these were
+    single-operation programs, each compiled on first use."""
+    return np.concatenate([np.ravel(np.asarray(a, np.float64))
+                           for a in jax.tree_util.tree_leaves(tree)])
+
+
 def _flat_mask(mask):
     """A boolean parameter pytree as one float64 vector in ravel_pytree's order."""
-    return ravel_pytree(jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), mask))[0]
+    return jnp.asarray(_flat_host(mask))
 
 
 def _ravel(params, mask):
     x0, unravel = ravel_pytree(params)
     m = _flat_mask(mask)
-    sc, _ = ravel_pytree(scales_like(params))
+    sc = jnp.asarray(_flat_host(scales_like(params)))
     leaves, treedef = jax.tree_util.tree_flatten(params)
     unravel = _Unravel(unravel, (treedef, tuple((a.shape, str(a.dtype)) for a in leaves)),
                        tuple(int(np.size(a)) for a in leaves))
@@ -206,6 +217,14 @@ def _ravel(params, mask):
 
 def _gn_residual(residual_fn, unravel, z, x0, idx, scale, args):
     return residual_fn(unravel.mixed(x0.at[idx].add(scale * z), x0), *args)
+
+
+@partial(jax.jit, static_argnums=0)
+def params_at(unravel, z, x0, idx, scale):
+    """The parameters at Gauss-Newton coordinates ``z`` (compiled: eagerly, ~10
+    single-operation programs compiled on first use). Leaves that are not live hold no solved
+    element, so taking them from ``x0`` is the full unravel."""
+    return unravel.mixed(x0.at[idx].add(scale * z), x0)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -281,18 +300,19 @@ def _free_coordinates(params, mask, superset=None):
     without a free element are constants, the indices of the solved elements (``superset``'s,
     else ``mask``'s) and their scales (0 for superset elements frozen by ``mask``: no step)."""
     x0, unravel, m, sc = _ravel(params, mask)
-    rows = np.asarray(m) > 0
+    m, sc = np.asarray(m), np.asarray(sc)
+    rows = m > 0
     if superset is not None:
-        sup = np.asarray(_flat_mask(superset)) > 0
+        sup = _flat_host(superset) > 0
         if np.any(rows & ~sup):
             raise ValueError("superset must contain every free element of mask")
         rows = sup
-    idx = jnp.asarray(np.nonzero(rows)[0])
-    return x0, unravel.with_live(rows), idx, (sc * m)[idx]
+    idx = np.nonzero(rows)[0]
+    return x0, unravel.with_live(rows), jnp.asarray(idx), jnp.asarray((sc * m)[idx])
 
 
 def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, superset=None,
-                  normal_fn=None):
+                  normal_fn=None, value_fn=None):
     x0, unravel, idx, scale = _free_coordinates(params, mask, superset)
     n = int(idx.shape[0])
     nblock = math.ceil(n / GN_BLOCK)
@@ -316,7 +336,10 @@ def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, super
         jtj, jtr, diag = _gn_active_set(project, unravel, jtj, jtr, z, x0, idx, scale)
         while True:
             dz = _gn_step(project, unravel, jtj, jtr, diag, lam, z, x0, idx, scale)
-            v_new = float(_gn_value(residual_fn, unravel, z + dz, *common))
+            if value_fn is None:
+                v_new = float(_gn_value(residual_fn, unravel, z + dz, *common))
+            else:
+                v_new = float(value_fn(unravel, z + dz, *common))
             passes += 1
             if v_new <= v:  # False for NaN
                 lam = max(lam / 10, 1e-12)
@@ -330,7 +353,7 @@ def _gauss_newton(residual_fn, params, mask, args, max_iter, tol, project, super
         if v - v_new <= max(tol * v_new, CHI2_ABS_TOL):
             converged = True
             break
-    out = unravel(x0.at[idx].add(scale * z))
+    out = params_at(unravel, z, x0, idx, scale)
     return out, SolveInfo("gauss_newton", it, passes, first, v_new, converged)
 
 

@@ -55,8 +55,13 @@ class FitParams(eqx.Module):
         n = data.n_nights
         scale = dict(sed_slope_scale or {})
 
+        # NumPy, then one transfer: jnp.full/zeros run eagerly are programs compiled on first
+        # use, one per shape
         def full(v):
-            return jnp.full(n, float(v), dtype=jnp.float64)
+            return jnp.asarray(np.full(n, float(v)))
+
+        def zeros(*shape):
+            return jnp.asarray(np.zeros(shape))
 
         return cls(
             o3=full(std.o3),
@@ -66,19 +71,19 @@ class FitParams(eqx.Module):
             ln_pwv=full(np.log(std.pwv)),
             ln_pwv_slope=full(0.0),
             ln_pwv_quad=full(0.0),
-            throughput=jnp.zeros((data.n_bands, data.n_wash)),
-            throughput_slope=jnp.zeros((data.n_bands, data.n_wash)),
-            filter_offset=jnp.zeros(data.n_filters),
-            aper_slope=jnp.zeros(data.n_aper),
-            aper_quad=jnp.zeros(data.n_aper),
-            star_flat=jnp.zeros((data.n_epochs * data.n_filters * data.n_det, data.n_coef)),
+            throughput=zeros(data.n_bands, data.n_wash),
+            throughput_slope=zeros(data.n_bands, data.n_wash),
+            filter_offset=zeros(data.n_filters),
+            aper_slope=zeros(data.n_aper),
+            aper_quad=zeros(data.n_aper),
+            star_flat=zeros(data.n_epochs * data.n_filters * data.n_det, data.n_coef),
             sed_scale=jnp.asarray([float(scale.get(b, 1.0)) for b in data.bands]),
         )
 
     def with_standard_atmosphere(self, std) -> FitParams:
         """A copy with every night's atmosphere reset to the standard (instrument kept)."""
         n = self.o3.shape[0]
-        f = lambda v: jnp.full(n, float(v))
+        f = lambda v: jnp.asarray(np.full(n, float(v)))
         return eqx.tree_at(
             _atmosphere_groups, self,
             (f(std.o3), f(np.log(std.tau)), f(0.0), f(std.alpha), f(np.log(std.pwv)), f(0.0),
@@ -102,7 +107,7 @@ PARAM_SCALES = {
 
 def scales_like(p: FitParams) -> FitParams:
     return jax.tree_util.tree_map(
-        lambda a, s: jnp.full_like(a, s), p, FitParams(**PARAM_SCALES)
+        lambda a, s: np.full(np.shape(a), float(s)), p, FitParams(**PARAM_SCALES)
     )
 
 
@@ -173,7 +178,7 @@ def free_mask(
         filter_offset=jnp.asarray(fo),
         aper_slope=jnp.asarray(aper),
         aper_quad=jnp.asarray(aper),
-        star_flat=jnp.full((n_sf, data.n_coef), bool(fit_star_flat)),
+        star_flat=jnp.asarray(np.full((n_sf, data.n_coef), bool(fit_star_flat))),
         sed_scale=jnp.asarray(fit_sed_scale & fit_band & has.any(axis=1)),
     )
 

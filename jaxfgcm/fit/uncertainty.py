@@ -20,10 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .cycle import _residual_vector
 from .data import FitData
-from .loss import FitState, degrees_of_freedom, residuals
+from .loss import FitState, degrees_of_freedom
 from .normal import structured_normal_equations
-from .optimize import _free_coordinates
+from .optimize import _free_coordinates, _gn_normal_equations
 from .params import FitParams, flatten_free, n_free, unflatten_free
 
 jax.config.update("jax_enable_x64", True)
@@ -56,15 +57,12 @@ def parameter_covariance(params: FitParams, mask: FitParams, data: FitData, lut,
 
 
 def _fisher_from_jacobian(params, mask, data, lut, state):
-    x0 = flatten_free(params, mask)
-
-    def r(x):
-        rr, w = residuals(unflatten_free(x, params, mask), data, lut, state)
-        return rr * jnp.sqrt(w)
-
-    jac = jax.jit(jax.jacfwd(r))(x0)
-    res = r(x0)
-    return jac.T @ jac, float(res @ res)
+    """J^T J from the full Jacobian: the generic Gauss-Newton builder, one compiled program per
+    parameter structure (it jitted a new closure, so compiled again, on every call)."""
+    x0, unravel, idx, scale = _free_coordinates(params, mask)
+    jtj, _, rr = _gn_normal_equations(_residual_vector, unravel, jnp.zeros(idx.shape[0]), x0,
+                                      idx, scale, (data, lut, state))
+    return jtj / scale[:, None] / scale[None, :], float(rr)
 
 
 def _fisher_structured(params, mask, data, lut, state):
