@@ -4,6 +4,7 @@
     python scripts/bench_fit.py --stars 20000 --nights 6 --visits 16 --detectors 40
     python scripts/bench_fit.py --repo DIR --tract 9615 # a simulator repository, with truth bars
     python scripts/bench_fit.py --repo DIR --tract 9615 --reserve-seeds 1,2  # + 2 reserve draws
+    python scripts/bench_fit.py --repo DIR --tract 9615 --no-pass  # a fresh fit's compiles
 
 (after ``pip install -e .``, or with ``PYTHONPATH=.`` from the repository root)
 
@@ -13,8 +14,10 @@ memory retained, jaxfgcm.fit.hostmem, unless --malloc-defaults; the page faults 
 printed; the pass and its floors are timed in alternation, medians of ``--repeats`` rounds, so
 a busy spell of a shared machine falls on all three), the Gauss-Newton normal equations (the
 Jacobian pass that dominates the fit) with their page faults, compile times (separately), the
-whole run_fit_cycles in seconds and passes over the data, and with ``--repo`` the issue's
-correctness bars against ``truth/``.
+whole run_fit_cycles in seconds and passes over the data with the XLA programs it compiled
+(count, seconds, the largest; ``--no-pass`` skips the pass benchmark, so that these are a
+fresh fit's, as in the calibrate command), and with ``--repo`` the issue's correctness bars
+against ``truth/``.
 
 The floors, value and gradient, same arrays as the fit:
 - bare: one scalar gather per observation (x[exp]), two sorted segment sums, the chi2;
@@ -27,8 +30,12 @@ The floors, value and gradient, same arrays as the fit:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import math
+import re
 import time
+from collections import defaultdict
 from functools import partial
 
 import jax
@@ -202,13 +209,47 @@ def pass_benchmark(data, lut, cfg, label="", repeats=30):
     return rows
 
 
+@contextlib.contextmanager
+def compile_log():
+    """Collect the XLA compilations inside the block: {program name: [count, seconds]}
+    (``jax_log_compiles``, recorded, not printed)."""
+    programs = defaultdict(lambda: [0, 0.0])
+
+    class Record(logging.Handler):
+        def emit(self, record):
+            m = re.search(r"Finished XLA compilation of (.*) in ([0-9.e+-]+) s",
+                          record.getMessage())
+            if m:
+                programs[m.group(1)][0] += 1
+                programs[m.group(1)][1] += float(m.group(2))
+
+    logger = logging.getLogger("jax")
+    handler, propagate = Record(), logger.propagate
+    was = jax.config.jax_log_compiles
+    logger.addHandler(handler)
+    logger.propagate = False
+    jax.config.update("jax_log_compiles", True)
+    try:
+        yield programs
+    finally:
+        jax.config.update("jax_log_compiles", was)
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def whole_fit(data, lut, cfg):
-    t0 = time.perf_counter()
-    res = run_fit_cycles(data, lut, cfg, log=print)
-    total = time.perf_counter() - t0
+    with compile_log() as programs:
+        t0 = time.perf_counter()
+        res = run_fit_cycles(data, lut, cfg, log=print)
+        total = time.perf_counter() - t0
     passes = sum((c["solver"] or {}).get("passes", 0) for c in res.cycles)
     print(f"run_fit_cycles: {total:.1f} s (first call, includes compiles), {len(res.cycles)} "
           f"cycles incl. clean-up, {passes} solver passes over the observations")
+    n = sum(c for c, _ in programs.values())
+    largest = sorted(programs.items(), key=lambda kv: -kv[1][1])[:6]
+    print(f"  of which XLA compiles: {n} programs, {sum(t for _, t in programs.values()):.1f} s "
+          "(largest: " + ", ".join(f"{k} {t:.2f} s" + (f" x{c}" if c > 1 else "")
+                                   for k, (c, t) in largest) + ")")
     return res
 
 
@@ -394,6 +435,9 @@ def main(argv=None):
     ap.add_argument("--detectors", type=int, default=20)
     ap.add_argument("--set", action="append", default=[], help="config override")
     ap.add_argument("--no-fit", action="store_true", help="pass benchmark only")
+    ap.add_argument("--no-pass", action="store_true",
+                    help="skip the pass benchmark: the whole fit then compiles everything it "
+                         "needs, as a fresh calibrate run does")
     ap.add_argument("--repeats", type=int, default=30,
                     help="rounds of the alternating pass timing (medians reported)")
     ap.add_argument("--reserve-seeds", default="",
@@ -418,8 +462,9 @@ def main(argv=None):
         data, lut, _ = make_synthetic(cfg, n_stars=a.stars, n_nights=a.nights,
                                       visits_per_night=a.visits, n_det=a.detectors, seed=5)
         print(f"synthetic problem built in {time.perf_counter() - t0:.1f} s")
-    pass_benchmark(data, lut, cfg, ", glibc malloc defaults" if a.malloc_defaults
-                   else ", freed host memory retained (fit.hostmem)", repeats=a.repeats)
+    if not a.no_pass:
+        pass_benchmark(data, lut, cfg, ", glibc malloc defaults" if a.malloc_defaults
+                       else ", freed host memory retained (fit.hostmem)", repeats=a.repeats)
     if a.no_fit:
         return
     res = whole_fit(data, lut, cfg)

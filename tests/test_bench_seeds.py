@@ -40,3 +40,30 @@ def test_summary_counts_targets_over_seeds(bench_seeds, capsys):
     assert "targets met: 10/14" in out and "seeds with every target met: 0/2" in out
     assert "zeropoint g 1.60 r 1.00   all bands 1.30" in out
     assert "clouds flagged 41/44" in out
+
+
+def test_compile_log_counts_the_programs_compiled_inside_it():
+    """scripts/bench_fit.py's tally of a fit's XLA compiles: one program per new shape, none
+    for a cached one, and the logger and the flag as they were afterwards."""
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import bench_fit
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+    def f(x):
+        return jnp.sin(x) * 2.0 + 1.0
+
+    was = jax.config.jax_log_compiles
+    g = jax.jit(f)
+    with bench_fit.compile_log() as programs:
+        g(jnp.ones(7)).block_until_ready()
+        g(jnp.ones(7)).block_until_ready()  # cached: no second compile
+        g(jnp.ones(11)).block_until_ready()
+    assert programs["jit(f)"][0] == 2 and programs["jit(f)"][1] > 0
+    assert jax.config.jax_log_compiles == was
+    import logging
+    assert logging.getLogger("jax").propagate
