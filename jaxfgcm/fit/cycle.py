@@ -18,7 +18,14 @@ import numpy as np
 
 from . import gray as G
 from .data import FitData
-from .loss import FitState, chi2, obs_variance, obs_variance_compiled, residuals, star_means
+from .loss import (
+    FitState,
+    chi2,
+    obs_variance,
+    obs_variance_compiled,
+    star_means,
+    weighted_residuals,
+)
 from .model import sed_slopes, standard_magnitudes_compiled
 from .normal import structured_normal_equations, structured_value
 from .optimize import SolveInfo, minimize
@@ -66,9 +73,9 @@ class CycleResult:
     seconds: dict = field(default_factory=dict)
 
 
-def _residual_vector(params, data, lut, state):
-    r, w = residuals(params, data, lut, state)
-    return r * jnp.sqrt(w)
+#: The fit's Gauss-Newton residual (a module-level function: the solver's compiled programs
+#: are cached per residual function).
+_residual_vector = weighted_residuals
 
 
 def initial_selection(data: FitData, lut, params: FitParams, cfg):

@@ -69,6 +69,13 @@ def residuals(params: FitParams, data: FitData, lut, state: FitState, terms=None
     return m.astype(jnp.float64) - mean[data.obs_sb], w
 
 
+def weighted_residuals(params: FitParams, data: FitData, lut, state: FitState, terms=None):
+    """sqrt(w) (m_std - <m_std>) per observation: chi2 is its squared norm (the Gauss-Newton
+    residual of the fit cycles and of the Fisher matrix)."""
+    r, w = residuals(params, data, lut, state, terms=terms)
+    return r * jnp.sqrt(w)
+
+
 def chi2(params: FitParams, data: FitData, lut, state: FitState) -> jax.Array:
     """The loss: a pure, differentiable function of ``params`` (add priors freely)."""
     r, w = residuals(params, data, lut, state)

@@ -19,7 +19,7 @@ forward-mode pass per live column through :func:`~jaxfgcm.fit.model.magnitudes_f
 model's formulas stay in one place. Only H needs the tangents at every observation; J and the
 274k-long products of J J^T are never formed.
 
-It holds for the fit's residual (``cycle._residual_vector``) while the SED-slope scale is frozen:
+It holds for the fit's residual (``loss.weighted_residuals``) while the SED-slope scale is frozen:
 a free scale enters through the segments, not the pairs, and the caller uses the generic builder.
 """
 
@@ -30,9 +30,9 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from .loss import obs_variance, residuals, star_means
+from .loss import obs_variance, star_means, weighted_residuals
 from .model import magnitudes_from_rows, pair_rows, pair_terms_compiled, segment_chromatic
-from .optimize import params_at
+from .optimize import params_at, params_from
 
 jax.config.update("jax_enable_x64", True)
 
@@ -49,7 +49,7 @@ def _live_leaves(unravel, x0):
 
 
 def structured_normal_equations(unravel, z, x0, idx, scale, args):
-    """J^T J, J^T r and r.r of ``cycle._residual_vector`` at ``z`` (the arguments of the generic
+    """J^T J, J^T r and r.r of ``loss.weighted_residuals`` at ``z`` (the arguments of the generic
     builder in :mod:`jaxfgcm.fit.optimize`: flat reference vector x0, free indices idx and their
     scales; ``args`` = (data, lut, fit state)).
 
@@ -62,7 +62,7 @@ def structured_normal_equations(unravel, z, x0, idx, scale, args):
 
 
 def structured_value(unravel, z, x0, idx, scale, args):
-    """r.r of ``cycle._residual_vector`` at ``z`` (the Gauss-Newton trial value; arguments as
+    """r.r of ``loss.weighted_residuals`` at ``z`` (the Gauss-Newton trial value; arguments as
     :func:`structured_normal_equations`), with the LUT terms from the program the cycles'
     magnitudes use (:func:`~jaxfgcm.fit.model.pair_terms_compiled`) instead of compiling the
     LUT contraction once more (docs/performance.md, "Compile time of a fresh fit")."""
@@ -73,9 +73,7 @@ def structured_value(unravel, z, x0, idx, scale, args):
 
 @jax.jit
 def _value_given_terms(params, terms, args):
-    data, lut, state = args
-    r, w = residuals(params, data, lut, state, terms=terms)
-    r = r * jnp.sqrt(w)  # as cycle._residual_vector
+    r = weighted_residuals(params, *args, terms=terms)
     return r @ r
 
 
@@ -89,7 +87,7 @@ def _sensitivities(unravel, z, x0, idx, scale, args):
         raise ValueError("structured normal equations need the SED-slope scale frozen")
 
     def columns(zz):
-        return pair_rows(unravel.mixed(x0.at[idx].add(scale * zz), x0), data, lut)
+        return pair_rows(params_from(unravel, zz, x0, idx, scale), data, lut)
 
     cols, col_jvp = jax.linearize(columns, z)
     keep = list(range(N_LUT_COLUMNS)) + (
@@ -99,7 +97,7 @@ def _sensitivities(unravel, z, x0, idx, scale, args):
     tangents = jax.vmap(col_jvp, out_axes=-1)(jnp.eye(z.shape[0]))
     t = [tangents[c].astype(jnp.float64) for c in keep]
 
-    params = unravel.mixed(x0.at[idx].add(scale * z), x0)
+    params = params_from(unravel, z, x0, idx, scale)
     chrom = segment_chromatic(state.sed_slope, params.sed_scale, data)
     m, obs_jvp = jax.linearize(lambda cs: magnitudes_from_rows(cs, *chrom, data), cols)
     zeros = tuple(jnp.zeros_like(c) for c in cols)

@@ -85,7 +85,7 @@ def minimize(
     (``gauss_newton``): ``normal_fn(unravel, z, x0, idx, scale, args) -> (J^T J, J^T r, r.r)``
     (compiled inside, ``unravel`` hashable and static) replaces the generic builder with one
     that knows the residual's structure (:func:`jaxfgcm.fit.normal.structured_normal_equations`
-    for ``cycle._residual_vector``); same arguments as ``_gn_normal_equations`` after
+    for ``loss.weighted_residuals``); same arguments as ``_gn_normal_equations`` after
     ``residual_fn``. ``value_fn`` (``gauss_newton``): ``value_fn(unravel, z, x0, idx, scale,
     args) -> r.r`` for the trial steps, in place of ``residual_fn`` compiled
     (:func:`jaxfgcm.fit.normal.structured_value`, which shares the LUT's compiled program).
@@ -215,16 +215,20 @@ def _ravel(params, mask):
     return x0, unravel, m, sc
 
 
-def _gn_residual(residual_fn, unravel, z, x0, idx, scale, args):
-    return residual_fn(unravel.mixed(x0.at[idx].add(scale * z), x0), *args)
-
-
-@partial(jax.jit, static_argnums=0)
-def params_at(unravel, z, x0, idx, scale):
-    """The parameters at Gauss-Newton coordinates ``z`` (compiled: eagerly, ~10
-    single-operation programs compiled on first use). Leaves that are not live hold no solved
-    element, so taking them from ``x0`` is the full unravel."""
+def params_from(unravel, z, x0, idx, scale):
+    """The parameters at Gauss-Newton coordinates ``z``: ``x0`` moved by ``scale * z`` at the
+    solved indices. Leaves that are not live hold no solved element, so taking them from
+    ``x0`` is the full unravel."""
     return unravel.mixed(x0.at[idx].add(scale * z), x0)
+
+
+#: :func:`params_from` compiled, for callers outside a traced function (eagerly, ~10
+#: single-operation programs compiled on first use).
+params_at = partial(jax.jit, static_argnums=0)(params_from)
+
+
+def _gn_residual(residual_fn, unravel, z, x0, idx, scale, args):
+    return residual_fn(params_from(unravel, z, x0, idx, scale), *args)
 
 
 @partial(jax.jit, static_argnums=(0, 1))

@@ -15,14 +15,14 @@ tangents at every observation that the star means' term needs).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .cycle import _residual_vector
 from .data import FitData
-from .loss import FitState, degrees_of_freedom
+from .loss import FitState, degrees_of_freedom, weighted_residuals
 from .normal import structured_normal_equations
 from .optimize import _free_coordinates, _gn_normal_equations
 from .params import FitParams, flatten_free, n_free, unflatten_free
@@ -57,19 +57,23 @@ def parameter_covariance(params: FitParams, mask: FitParams, data: FitData, lut,
 
 
 def _fisher_from_jacobian(params, mask, data, lut, state):
-    """J^T J from the full Jacobian: the generic Gauss-Newton builder, one compiled program per
-    parameter structure (it jitted a new closure, so compiled again, on every call)."""
-    x0, unravel, idx, scale = _free_coordinates(params, mask)
-    jtj, _, rr = _gn_normal_equations(_residual_vector, unravel, jnp.zeros(idx.shape[0]), x0,
-                                      idx, scale, (data, lut, state))
-    return jtj / scale[:, None] / scale[None, :], float(rr)
+    """J^T J from the full Jacobian: the solver's generic builder, compiled once per parameter
+    structure (a closure jitted here compiled again on every call)."""
+    return _fisher(partial(_gn_normal_equations, weighted_residuals), params, mask, data, lut,
+                   state)
 
 
 def _fisher_structured(params, mask, data, lut, state):
-    """J^T J in the free elements' own units (the builder works in units of their scales)."""
+    """J^T J from the model's per-pair structure (:mod:`jaxfgcm.fit.normal`)."""
+    return _fisher(structured_normal_equations, params, mask, data, lut, state)
+
+
+def _fisher(normal_equations, params, mask, data, lut, state):
+    """J^T J and r.r at ``params`` from a Gauss-Newton builder, in the free elements' own units
+    (the builders work in units of their scales)."""
     x0, unravel, idx, scale = _free_coordinates(params, mask)
-    jtj, _, rr = structured_normal_equations(unravel, jnp.zeros(idx.shape[0]), x0, idx, scale,
-                                             (data, lut, state))
+    jtj, _, rr = normal_equations(unravel, jnp.zeros(idx.shape[0]), x0, idx, scale,
+                                  (data, lut, state))
     return jtj / scale[:, None] / scale[None, :], float(rr)
 
 
